@@ -1,0 +1,124 @@
+"""Counters and drop reasons. Every dropped packet increments exactly one Drop.
+
+Counters are the drop log (gVisor stats): nothing is logged per packet.
+``Stats.snapshot()`` is what ``tapstack stats -j`` prints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+
+
+class Drop(StrEnum):
+    # link / parse
+    ETH_NOT_FOR_US = "eth_not_for_us"
+    ETHERTYPE_UNKNOWN = "ethertype_unknown"
+    IFACE_UNKNOWN = "iface_unknown"
+    IFACE_DOWN = "iface_down"
+    # IPv6 input
+    IPV6_NOT_FOR_US = "ipv6_not_for_us"
+    IPV6_BAD_SOURCE = "ipv6_bad_source"
+    IPV6_SPOOFED_OWN_SOURCE = "ipv6_own_source_from_wire"
+    IPV6_LOOPBACK_FROM_WIRE = "ipv6_loopback_from_wire"
+    IPV6_BAD_SCOPE = "ipv6_bad_scope"
+    IPV6_TENTATIVE_DST = "ipv6_tentative_dst"
+    IPV6_UNKNOWN_PROTO = "ipv6_unknown_proto"
+    IPV6_EXT_UNKNOWN_OPTION = "ipv6_ext_unknown_option"
+    IPV6_ROUTING_HEADER = "ipv6_routing_header"
+    IPV6_HOP_LIMIT_EXCEEDED = "ipv6_hop_limit_exceeded"
+    IPV6_NO_ROUTE = "ipv6_no_route"
+    IPV6_BEYOND_SCOPE = "ipv6_beyond_scope"
+    IPV6_TOO_BIG = "ipv6_too_big"
+    IPV6_FORWARDING_OFF = "ipv6_forwarding_off"
+    # fragments
+    FRAG_OVERLAP = "frag_overlap"
+    FRAG_TIMEOUT = "frag_timeout"
+    FRAG_LIMIT = "frag_limit"
+    FRAG_BAD = "frag_bad"
+    # IPv4 / ARP
+    IPV4_NOT_FOR_US = "ipv4_not_for_us"
+    IPV4_BAD_SOURCE = "ipv4_bad_source"
+    IPV4_SPOOFED_OWN_SOURCE = "ipv4_own_source_from_wire"
+    IPV4_LOOPBACK_FROM_WIRE = "ipv4_loopback_from_wire"
+    IPV4_UNKNOWN_PROTO = "ipv4_unknown_proto"
+    IPV4_TTL_EXCEEDED = "ipv4_ttl_exceeded"
+    IPV4_NO_ROUTE = "ipv4_no_route"
+    IPV4_NO_SOURCE = "ipv4_no_source"
+    IPV4_NEEDS_FRAG = "ipv4_needs_frag"
+    ARP_BAD = "arp_bad"
+    ARP_NOT_FOR_US = "arp_not_for_us"
+    # checksums
+    BAD_CHECKSUM = "bad_checksum"
+    # ICMP
+    ICMP_UNKNOWN_TYPE = "icmp_unknown_type"
+    ICMP_ERROR_RATE_LIMITED = "icmp_error_rate_limited"
+    ICMP_ERROR_SUPPRESSED = "icmp_error_suppressed"
+    ICMP_ERROR_NO_MATCH = "icmp_error_no_match"
+    # ND
+    ND_BAD_HOP_LIMIT = "nd_bad_hop_limit"
+    ND_BAD_CODE = "nd_bad_code"
+    ND_BAD_LENGTH = "nd_bad_length"
+    ND_BAD_OPTION = "nd_bad_option"
+    ND_BAD_SOURCE = "nd_bad_source"
+    ND_BAD_TARGET = "nd_bad_target"
+    ND_BAD_DEST = "nd_bad_dest"
+    ND_TARGET_NOT_OURS = "nd_target_not_ours"
+    ND_FRAGMENTED = "nd_fragmented"
+    ND_NO_OVERRIDE = "nd_no_override"
+    ND_UNSOLICITED_IGNORED = "nd_unsolicited_ignored"
+    ND_QUEUE_OVERFLOW = "nd_queue_overflow"
+    ND_RESOLUTION_FAILED = "nd_resolution_failed"
+    ND_CACHE_FULL = "nd_cache_full"
+    ND_RA_IGNORED = "nd_ra_ignored"
+    ND_REDIRECT_IGNORED = "nd_redirect_ignored"
+    MLD_BAD = "mld_bad"
+    # transport
+    UDP_NO_PORT = "udp_no_port"
+    UDP_BAD_LENGTH = "udp_bad_length"
+    UDP_RCVBUF_FULL = "udp_rcvbuf_full"
+    TCP_NO_PORT = "tcp_no_port"
+    TCP_BAD_SEGMENT = "tcp_bad_segment"
+    TCP_BACKLOG_FULL = "tcp_backlog_full"
+    TCP_OUT_OF_WINDOW = "tcp_out_of_window"
+    TCP_OOO_LIMIT = "tcp_ooo_limit"
+    # output
+    NO_ROUTE = "no_route"
+    NO_SOURCE = "no_source"
+    LINK_TX_FULL = "link_tx_full"
+
+
+class Stats:
+    """Per-protocol counters plus drop reasons.
+
+    ``count("ipv6", "in_receives")`` bumps a protocol counter; ``drop(Drop.X)``
+    bumps a drop reason. Any string key works so that parse errors can be
+    counted under their own reason (``parse_<reason>``).
+    """
+
+    __slots__ = ("counters", "drops")
+
+    def __init__(self) -> None:
+        self.counters: dict[str, Counter[str]] = {}
+        self.drops: Counter[str] = Counter()
+
+    def count(self, proto: str, name: str, n: int = 1) -> None:
+        c = self.counters.get(proto)
+        if c is None:
+            c = self.counters[proto] = Counter()
+        c[name] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[str(reason)] += n
+
+    def __getitem__(self, reason: str) -> int:
+        return self.drops[str(reason)]
+
+    def get(self, proto: str, name: str) -> int:
+        c = self.counters.get(proto)
+        return c[name] if c is not None else 0
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {p: dict(sorted(c.items())) for p, c in sorted(self.counters.items())}
+        out["drops"] = dict(sorted(self.drops.items()))
+        return out
