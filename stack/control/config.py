@@ -592,9 +592,10 @@ def _limits(p: _Parser, v: object) -> dict[str, int]:
 def _core_limit_names() -> set[str] | None:
     """Field names of core's ``Limits`` when core provides it, else None (accept any)."""
     import dataclasses
+    import importlib
 
     try:
-        from stack.core import stack as core_stack
+        core_stack = importlib.import_module("stack.core.stack")
     except Exception:
         return None
     limits = getattr(core_stack, "Limits", None)

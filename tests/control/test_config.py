@@ -72,7 +72,7 @@ def test_full_config_parses() -> None:
     assert tap0.neighbors[0].address == ipaddress.ip_address("fe80::1")
     assert tap0.peer is not None and tap0.peer.netns == "tsk-a" and tap0.peer.nodad
     assert dict(tap0.peer.sysctl) == {"accept_dad": 0, "accept_ra": 0, "router_solicitations": 0}
-    r0, r1, r2 = tap0.peer.routes
+    _r0, r1, r2 = tap0.peer.routes
     assert str(r1.dst) == "198.51.100.1/32" and r1.via == ipaddress.ip_address("fe80::2")
     assert str(r2.dst) == "::/0" and r2.dev == "tap0" and r2.metric == 10
     assert tap1.addresses == () and tap1.peer is None
