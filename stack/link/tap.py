@@ -1,0 +1,153 @@
+"""A Linux TAP device as a nonblocking fd (Documentation/networking/tuntap.rst).
+
+``TapLink(name)`` creates a non-persistent TAP with IFF_TAP | IFF_NO_PI (and
+IFF_TUN_EXCL, so an existing device of that name is an error, never silently
+shared). The kernel side gets its own MAC; the stack's MAC lives in core only.
+The device disappears when the fd closes, wherever its kernel side has been
+moved (the fd keeps working after ``ip link set NAME netns NS``).
+
+``read_batch(n)`` reads until EAGAIN or ``n`` frames; ``write(frame)`` returns
+False when the TAP queue is full. A vanished device (EBADFD after ``ip link del``, EBADF,
+ENODEV, ENXIO) raises ``LinkGone``, which the driver turns into a link-down event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+IFF_TUN_EXCL = 0x8000
+TUN_DEVICE = "/dev/net/tun"
+
+READ_SIZE = 65536 + 14 + 12
+# The device was deleted (tun detaches the file: EBADFD) or our fd is no longer valid.
+# EIO on write only means the kernel side is down: counted, not fatal.
+_GONE = {errno.EBADFD, errno.EBADF, errno.ENODEV, errno.ENXIO}
+
+
+class LinkGone(Exception):
+    """The TAP device went away (deleted, or its fd closed)."""
+
+    def __init__(self, name: str, err: int) -> None:
+        self.name = name
+        self.errno = err
+        super().__init__(f"{name}: {os.strerror(err)}")
+
+
+class TapError(Exception):
+    """Creating the TAP failed; the message is meant for users."""
+
+
+class TapLink:
+    """One TAP device; frames are whole Ethernet frames without any prefix."""
+
+    def __init__(self, name: str, *, device: str = TUN_DEVICE) -> None:
+        if not name or len(name) > 15:
+            raise TapError(f"bad TAP name {name!r}")
+        self.name = name
+        self.rx_frames = 0
+        self.tx_frames = 0
+        self.tx_full = 0
+        self.tx_down = 0
+        self.tx_errors = 0
+        self.rx_errors = 0
+        self.closed = False
+        try:
+            fd = os.open(device, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TapError(f"{device} does not exist (is the tun module loaded?)") from None
+        except PermissionError:
+            raise TapError(f"cannot open {device}: permission denied (run as root)") from None
+        try:
+            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+        except OSError as e:
+            os.close(fd)
+            if e.errno == errno.EBUSY:
+                raise TapError(f"cannot create TAP {name}: an interface with that name already exists") from None
+            if e.errno == errno.EPERM:
+                raise TapError(f"cannot create TAP {name}: operation not permitted (need CAP_NET_ADMIN)") from None
+            raise TapError(f"cannot create TAP {name}: {e.strerror}") from None
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_batch(self, max_frames: int = 64) -> list[bytes]:
+        """Up to ``max_frames`` frames, fewer when the queue runs empty."""
+        frames: list[bytes] = []
+        read = os.read
+        fd = self._fd
+        for _ in range(max_frames):
+            try:
+                frame = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in _GONE:
+                    raise LinkGone(self.name, e.errno or errno.EIO) from None
+                self.rx_errors += 1
+                break
+            if not frame:
+                raise LinkGone(self.name, errno.EIO)
+            frames.append(frame)
+        self.rx_frames += len(frames)
+        return frames
+
+    def write(self, frame: bytes) -> bool:
+        """Write one frame; False if the TAP queue is full (the frame is dropped)."""
+        try:
+            os.write(self._fd, frame)
+        except BlockingIOError:
+            self.tx_full += 1
+            return False
+        except OSError as e:
+            if e.errno in _GONE:
+                raise LinkGone(self.name, e.errno or errno.EIO) from None
+            if e.errno == errno.EIO:
+                self.tx_down += 1
+            else:
+                self.tx_errors += 1
+            return False
+        self.tx_frames += 1
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return {"rx_frames": self.rx_frames, "tx_frames": self.tx_frames,
+                "tx_queue_full": self.tx_full, "tx_link_down": self.tx_down, "tx_errors": self.tx_errors,
+                "rx_errors": self.rx_errors}
+
+    def close(self) -> None:
+        """Close the fd: the kernel deletes the (non-persistent) device."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    def __enter__(self) -> TapLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TapLink({self.name!r}, fd={self._fd}{', closed' if self.closed else ''})"
+
+
+def random_mac(rand_bytes: bytes | None = None) -> bytes:
+    """A unicast, locally administered MAC (02:xx:xx:xx:xx:xx style)."""
+    raw = bytearray(rand_bytes if rand_bytes is not None else os.urandom(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return bytes(raw)
