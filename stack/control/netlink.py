@@ -1,0 +1,293 @@
+"""The kernel side of each TAP, set up with pyroute2 (no ``ip`` commands).
+
+``PeerSetup.setup(ifname, peer, mtu)`` runs after the TAP exists: it creates the
+peer namespace when absent (and remembers that it did), moves the TAP's kernel side
+into it (the name stays), writes ``net.ipv6.conf.<tap>.*`` sysctls inside that
+namespace, sets the MTU, brings the link up, adds the peer addresses and routes.
+Every change is recorded; ``cleanup()`` undoes them in reverse (routes, addresses,
+then namespaces it created), also after a partial failure. The TAP itself goes away
+when the daemon closes its fd.
+
+All calls are synchronous. The daemon runs them before its event loop starts and
+after it stops; ``wait_settled`` (kernel-side DAD) runs in an executor thread with
+its own netlink sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+
+from stack.control.config import PeerConfig, PeerRoute
+
+log = logging.getLogger("tapstack.netlink")
+
+NETNS_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
+IFA_F_TENTATIVE = 0x40
+IFA_F_DADFAILED = 0x08
+T = TypeVar("T")
+
+
+class PeerSetupError(Exception):
+    """Setting up the kernel side failed; the message is meant for users."""
+
+
+def _strerror(e: BaseException) -> str:
+    code = getattr(e, "code", None) or getattr(e, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return str(e)
+
+
+def run_in_netns(ns: str | None, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a short-lived thread that has joined namespace ``ns``.
+
+    Used for /proc/sys/net, which shows the calling thread's namespace.
+    """
+    if ns is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, name=f"netns-{ns}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def write_sysctl(ns: str | None, ifname: str, key: str, value: int) -> None:
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
+
+    def write() -> None:
+        with open(path, "w") as f:
+            f.write(f"{value}\n")
+
+    try:
+        run_in_netns(ns, write)
+    except FileNotFoundError:
+        raise PeerSetupError(f"{ifname}: no sysctl net.ipv6.conf.{ifname}.{key}") from None
+    except OSError as e:
+        raise PeerSetupError(f"{ifname}: sysctl net.ipv6.conf.{ifname}.{key}={value}: {_strerror(e)}") from None
+
+
+def namespace_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def _route_args(r: PeerRoute, index: int) -> dict[str, Any]:
+    args: dict[str, Any] = {"dst": str(r.dst), "oif": index}
+    if r.via is not None:
+        if r.via.version == r.dst.version:
+            args["gateway"] = str(r.via)
+        else:  # IPv4 via an IPv6 next hop (RFC 5549): RTA_VIA
+            args["via"] = {"family": socket.AF_INET6, "addr": str(r.via)}
+    if r.src is not None:
+        args["prefsrc"] = str(r.src)
+    if r.metric is not None:
+        args["priority"] = r.metric
+    return args
+
+
+class PeerSetup:
+    """Kernel-side configuration of the TAPs, with an undo log."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._sockets: dict[str | None, IPRoute] = {}
+        self.created_namespaces: list[str] = []
+        self._settle: list[tuple[str | None, str]] = []   # (netns, ifname) whose DAD to await
+
+    # -- sockets ------------------------------------------------------------
+
+    def _ipr(self, ns: str | None) -> IPRoute:
+        ipr = self._sockets.get(ns)
+        if ipr is None:
+            ipr = IPRoute() if ns is None else NetNS(ns)
+            self._sockets[ns] = ipr
+        return ipr
+
+    def _close_sockets(self) -> None:
+        for ipr in self._sockets.values():
+            with contextlib.suppress(Exception):
+                ipr.close()
+        self._sockets.clear()
+
+    def _index(self, ns: str | None, ifname: str) -> int:
+        found = self._ipr(ns).link_lookup(ifname=ifname)
+        if not found:
+            where = f" in namespace {ns}" if ns else ""
+            raise PeerSetupError(f"no interface {ifname}{where}")
+        return int(found[0])
+
+    # -- setup ----------------------------------------------------------------
+
+    def ensure_namespace(self, name: str) -> None:
+        if namespace_exists(name):
+            return
+        try:
+            netns.create(name)
+        except Exception as e:
+            raise PeerSetupError(f"cannot create network namespace {name}: {_strerror(e)}") from None
+        self.created_namespaces.append(name)
+        log.info("created network namespace %s", name)
+
+    def setup(self, ifname: str, peer: PeerConfig, mtu: int) -> None:
+        """Configure the kernel side of TAP ``ifname`` (which must exist in our namespace)."""
+        ns = peer.netns
+        try:
+            if ns is not None:
+                self.ensure_namespace(ns)
+                host = self._ipr(None)
+                index = self._index(None, ifname)
+                fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    host.link("set", index=index, net_ns_fd=fd)
+                finally:
+                    os.close(fd)
+            ipr = self._ipr(ns)
+            index = self._index(ns, ifname)
+            sysctl = dict(peer.sysctl)
+            if peer.nodad:
+                sysctl.setdefault("accept_dad", 0)
+            for key, value in sysctl.items():
+                write_sysctl(ns, ifname, key, value)
+            ipr.link("set", index=index, mtu=peer.mtu or mtu)
+            ipr.link("set", index=index, state="up")
+            for a in peer.addresses:
+                kw: dict[str, Any] = {"index": index, "address": str(a.address), "prefixlen": a.prefixlen}
+                if a.version == 6 and peer.nodad:
+                    kw["flags"] = IFA_F_NODAD
+                self._do(f"{ifname}: peer address {a}", partial(ipr.addr, "add", **kw))
+                self._undo.append((f"{ifname}: address {a}", partial(ipr.addr, "del", **kw)))
+            for r in peer.routes:
+                oif = index if r.dev is None else self._index(ns, r.dev)
+                args = _route_args(r, oif)
+                self._do(f"{ifname}: peer route {r.text!r}", partial(ipr.route, "add", **args))
+                self._undo.append((f"{ifname}: route {r.text}", partial(ipr.route, "del", **args)))
+            if not (peer.nodad or sysctl.get("accept_dad", 1) == 0):
+                self._settle.append((ns, ifname))
+            log.info("%s: kernel side up%s", ifname, f" in namespace {ns}" if ns else "")
+        except PeerSetupError:
+            raise
+        except NetlinkError as e:
+            raise PeerSetupError(f"{ifname}: kernel side: {_strerror(e)}") from None
+
+    def _do(self, what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except NetlinkError as e:
+            if e.code == errno.EEXIST:
+                raise PeerSetupError(f"{what}: already exists") from None
+            raise PeerSetupError(f"{what}: {_strerror(e)}") from None
+
+    # -- readiness -----------------------------------------------------------
+
+    def wait_settled(self, timeout: float = 10.0) -> list[str]:
+        """Wait until no kernel-side IPv6 address on our TAPs is tentative.
+
+        Runs in a worker thread with fresh sockets. Returns what is still tentative
+        at the timeout (empty when all settled).
+        """
+        deadline = time.monotonic() + timeout
+        pending = list(self._settle)
+        socks: dict[str | None, IPRoute] = {}
+        try:
+            while pending:
+                still = []
+                for ns, ifname in pending:
+                    ipr = socks.get(ns)
+                    if ipr is None:
+                        ipr = socks[ns] = IPRoute() if ns is None else NetNS(ns)
+                    if self._tentative(ipr, ifname):
+                        still.append((ns, ifname))
+                pending = still
+                if not pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            for s in socks.values():
+                with contextlib.suppress(Exception):
+                    s.close()
+        return [name for _, name in pending]
+
+    @staticmethod
+    def _tentative(ipr: IPRoute, ifname: str) -> bool:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        have_ll = False
+        for msg in ipr.get_addr(family=socket.AF_INET6, index=found[0]):
+            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+            addr = msg.get_attr("IFA_ADDRESS") or ""
+            have_ll = have_ll or addr.startswith("fe80:")
+            if flags & IFA_F_TENTATIVE and not flags & IFA_F_DADFAILED:
+                return True
+        return not have_ll      # the link-local appears shortly after link up
+
+    # -- cleanup ---------------------------------------------------------------
+
+    def cleanup(self) -> list[str]:
+        """Undo routes and addresses in reverse order; returns the problems (already logged).
+
+        Close the TAPs after this, then call ``remove_namespaces()``.
+        """
+        problems: list[str] = []
+        while self._undo:
+            what, fn = self._undo.pop()
+            try:
+                fn()
+            except NetlinkError as e:
+                if e.code in (errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENOENT):
+                    continue            # went with the TAP already
+                problems.append(f"{what}: {_strerror(e)}")
+            except Exception as e:
+                problems.append(f"{what}: {_strerror(e)}")
+        self._close_sockets()
+        for p in problems:
+            log.warning("cleanup: %s", p)
+        return problems
+
+    def remove_namespaces(self) -> list[str]:
+        """Remove the namespaces this object created (after the TAPs are closed)."""
+        self._close_sockets()           # our netlink sockets pin the namespaces
+        problems: list[str] = []
+        while self.created_namespaces:
+            name = self.created_namespaces.pop()
+            try:
+                netns.remove(name)
+                log.info("removed network namespace %s", name)
+            except Exception as e:
+                problems.append(f"namespace {name}: {_strerror(e)}")
+                log.warning("cleanup: namespace %s: %s", name, _strerror(e))
+        return problems
+
+    def close(self) -> None:
+        self._close_sockets()
