@@ -1,0 +1,369 @@
+"""Neighbor cache and Neighbor Unreachability Detection, RFC 4861 §7.2–7.3, App. C.
+
+Keys are ``(ifindex, ipv6_addr)``; IPv4 packets routed via an IPv6 next hop
+(RFC 5549/8950) use the same entries. The cache never builds frames: its methods
+return instructions (``Solicit``, ``Flush``, ``Fail``) that the stack turns into
+frames, so NUD is tested without packets.
+
+Transitions (state, input -> state, output):
+
+    (none)      packet to send        -> INCOMPLETE  queue it; Solicit (multicast)
+    INCOMPLETE  retrans timeout <3    -> INCOMPLETE  Solicit (multicast)
+    INCOMPLETE  3rd timeout           -> (deleted)   Fail(queue): address unreachable
+    INCOMPLETE  NA solicited          -> REACHABLE   Flush(queue)
+    INCOMPLETE  NA unsolicited / NS / RS / RA / Redirect with lladdr
+                                      -> STALE       Flush(queue)
+    REACHABLE   ReachableTime passed  -> STALE
+    STALE       packet to send        -> DELAY       send
+    DELAY       confirmation          -> REACHABLE
+    DELAY       DELAY_FIRST_PROBE_TIME-> PROBE       Solicit (unicast)
+    PROBE       retrans timeout <3    -> PROBE       Solicit (unicast)
+    PROBE       3rd timeout           -> (deleted)
+    any but INCOMPLETE, NA S=1 (same lladdr or O=1)
+                                      -> REACHABLE
+    REACHABLE   NA O=0 different lladdr -> STALE     (lladdr kept)
+    any         NA O=1 different lladdr S=0 -> STALE (lladdr updated)
+    any         NS/RS/RA with different lladdr -> STALE (lladdr updated)
+    PERMANENT   anything              -> PERMANENT
+
+Packets waiting in INCOMPLETE are kept on the entry (at most ``queue_max``,
+oldest dropped first), as illumos keeps them with ``nce_queue_mp`` and releases
+them in ``nce_resolv_ok``; on failure each one yields an ICMPv6 Destination
+Unreachable code 3 to its sender (§7.2.2).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from stack.core.clock import s
+
+MAX_MULTICAST_SOLICIT = 3
+MAX_UNICAST_SOLICIT = 3
+DELAY_FIRST_PROBE_TIME = s(5)
+MIN_RANDOM_FACTOR = 0.5
+MAX_RANDOM_FACTOR = 1.5
+
+
+class NudState(enum.Enum):
+    INCOMPLETE = "INCOMPLETE"
+    REACHABLE = "REACHABLE"
+    STALE = "STALE"
+    DELAY = "DELAY"
+    PROBE = "PROBE"
+    PERMANENT = "PERMANENT"
+
+
+class Pending(NamedTuple):
+    """A packet waiting for resolution: the IP packet and its ethertype."""
+
+    ethertype: int
+    packet: bytes
+
+
+class Solicit(NamedTuple):
+    """Send an NS for ``target`` on ``ifindex``; unicast to ``lladdr`` when given."""
+
+    ifindex: int
+    target: bytes
+    lladdr: bytes | None
+    src_hint: bytes | None   # §7.2.2: source of the packet that prompted it
+
+
+class Flush(NamedTuple):
+    """Resolution succeeded: send every queued packet to ``lladdr``, in order."""
+
+    ifindex: int
+    target: bytes
+    lladdr: bytes
+    packets: list[Pending]
+
+
+class Fail(NamedTuple):
+    """Resolution failed: every queued packet gets 'address unreachable'."""
+
+    ifindex: int
+    target: bytes
+    packets: list[Pending]
+
+
+Action = Solicit | Flush | Fail
+
+
+@dataclass(slots=True)
+class NeighborEntry:
+    ifindex: int
+    addr: bytes
+    state: NudState
+    lladdr: bytes | None = None
+    is_router: bool = False
+    timer_at: int | None = None     # the one deadline of the current state
+    probes: int = 0                 # solicitations sent in INCOMPLETE/PROBE
+    queue: deque[Pending] = field(default_factory=deque)
+    used_at: int = 0                # last time a packet was sent through it
+    updated_at: int = 0             # last state change
+    src_hint: bytes | None = None
+
+
+class NeighborCache:
+    """All neighbor entries of a stack.
+
+    ``reachable_time(ifindex)`` and ``retrans_timer(ifindex)`` come from the
+    interface's ND parameters (updated from RAs); ``max_entries`` bounds memory.
+    """
+
+    def __init__(self, rng: random.Random, *, max_entries: int = 2048, queue_max: int = 16) -> None:
+        self.rng = rng
+        self.max_entries = max_entries
+        self.queue_max = queue_max
+        self.entries: dict[tuple[int, bytes], NeighborEntry] = {}
+        self.retrans: dict[int, int] = {}
+        self.reachable: dict[int, int] = {}
+        self.queue_drops = 0
+        self.evictions = 0
+        self.on_transition: list[object] = []   # (entry, old_state) -> None, for trace/logging
+        self.transitions: list[tuple[NeighborEntry, NudState | None, int]] = []
+
+    # -- parameters ------------------------------------------------------
+
+    def set_params(self, ifindex: int, reachable_time: int, retrans_timer: int) -> None:
+        self.reachable[ifindex] = reachable_time
+        self.retrans[ifindex] = retrans_timer
+
+    def _retrans(self, ifindex: int) -> int:
+        return self.retrans.get(ifindex, s(1))
+
+    def _reachable(self, ifindex: int) -> int:
+        return self.reachable.get(ifindex, s(30))
+
+    @staticmethod
+    def random_reachable_time(rng: random.Random, base: int) -> int:
+        """§6.3.2: uniformly random in [MIN_RANDOM_FACTOR, MAX_RANDOM_FACTOR] x base."""
+        return int(base * rng.uniform(MIN_RANDOM_FACTOR, MAX_RANDOM_FACTOR))
+
+    # -- state changes ---------------------------------------------------
+
+    def _enter(self, e: NeighborEntry, state: NudState, now: int) -> None:
+        old = e.state
+        e.state = state
+        e.updated_at = now
+        if state is NudState.REACHABLE:
+            e.timer_at = now + self._reachable(e.ifindex)
+        elif state is NudState.DELAY:
+            e.timer_at = now + DELAY_FIRST_PROBE_TIME
+        elif state in (NudState.INCOMPLETE, NudState.PROBE):
+            e.timer_at = now + self._retrans(e.ifindex)
+        else:  # STALE, PERMANENT: no timer (STALE entries are collected under pressure)
+            e.timer_at = None
+        if old is not state:
+            self.transitions.append((e, old, len(e.queue)))
+
+    def get(self, ifindex: int, addr: bytes) -> NeighborEntry | None:
+        return self.entries.get((ifindex, addr))
+
+    def _create(self, ifindex: int, addr: bytes, state: NudState, now: int) -> NeighborEntry | None:
+        if len(self.entries) >= self.max_entries and not self._evict(now):
+            return None
+        e = NeighborEntry(ifindex, addr, state, updated_at=now, used_at=now)
+        self.entries[(ifindex, addr)] = e
+        self.transitions.append((e, None, 0))
+        return e
+
+    def _evict(self, now: int) -> bool:
+        """Make room: oldest INCOMPLETE first, then the least recently used STALE.
+
+        Entries in REACHABLE/DELAY/PROBE are in active use and PERMANENT ones are
+        configuration: they are never evicted (a flood cannot push them out).
+        """
+        for wanted in (NudState.INCOMPLETE, NudState.STALE):
+            victims = [e for e in self.entries.values() if e.state is wanted]
+            if victims:
+                v = min(victims, key=lambda e: e.used_at)
+                del self.entries[(v.ifindex, v.addr)]
+                self.evictions += 1
+                return True
+        return False
+
+    def add_permanent(self, ifindex: int, addr: bytes, lladdr: bytes, now: int) -> NeighborEntry:
+        e = self.entries.get((ifindex, addr))
+        if e is None:
+            e = NeighborEntry(ifindex, addr, NudState.PERMANENT, updated_at=now)
+            self.entries[(ifindex, addr)] = e
+        e.lladdr = lladdr
+        e.state = NudState.PERMANENT
+        e.timer_at = None
+        return e
+
+    def remove(self, ifindex: int, addr: bytes) -> NeighborEntry | None:
+        return self.entries.pop((ifindex, addr), None)
+
+    def flush(self, ifindex: int | None = None) -> int:
+        """Remove dynamic entries (all interfaces or one); PERMANENT ones stay."""
+        victims = [k for k, e in self.entries.items()
+                   if (ifindex is None or e.ifindex == ifindex) and e.state is not NudState.PERMANENT]
+        for k in victims:
+            del self.entries[k]
+        return len(victims)
+
+    def remove_interface(self, ifindex: int) -> None:
+        for k in [k for k in self.entries if k[0] == ifindex]:
+            del self.entries[k]
+
+    # -- inputs ----------------------------------------------------------
+
+    def resolve(self, ifindex: int, addr: bytes, pending: Pending, now: int,
+                src_hint: bytes | None = None) -> tuple[bytes | None, list[Action]]:
+        """A packet wants to go to addr. Returns (lladdr or None if queued, actions).
+
+        §7.2.2 (no entry: create INCOMPLETE, queue, solicit), §7.3.3 (STALE: send
+        and go to DELAY).
+        """
+        e = self.entries.get((ifindex, addr))
+        if e is None:
+            e = self._create(ifindex, addr, NudState.INCOMPLETE, now)
+            if e is None:
+                return None, [Fail(ifindex, addr, [pending])]
+            e.src_hint = src_hint
+            e.queue.append(pending)
+            e.probes = 1
+            self._enter(e, NudState.INCOMPLETE, now)
+            return None, [Solicit(ifindex, addr, None, src_hint)]
+        e.used_at = now
+        st = e.state
+        if st is NudState.INCOMPLETE:
+            if len(e.queue) >= self.queue_max:
+                e.queue.popleft()   # §7.2.2: the new packet replaces the oldest
+                self.queue_drops += 1
+            e.queue.append(pending)
+            return None, []
+        if st is NudState.STALE:
+            self._enter(e, NudState.DELAY, now)
+            return e.lladdr, []
+        if st in (NudState.REACHABLE, NudState.DELAY, NudState.PROBE, NudState.PERMANENT):
+            return e.lladdr, []
+        raise AssertionError(st)
+
+    def on_solicitation(self, ifindex: int, addr: bytes, lladdr: bytes, now: int) -> list[Action]:
+        """An NS (or RS, RA, Redirect) from addr carried its link-layer address (§7.2.3)."""
+        e = self.entries.get((ifindex, addr))
+        if e is None:
+            e = self._create(ifindex, addr, NudState.STALE, now)
+            if e is None:
+                return []
+            e.lladdr = lladdr
+            self._enter(e, NudState.STALE, now)
+            return []
+        return self._learn_unconfirmed(e, lladdr, now)
+
+    def _learn_unconfirmed(self, e: NeighborEntry, lladdr: bytes, now: int) -> list[Action]:
+        st = e.state
+        if st is NudState.PERMANENT:
+            return []
+        if st is NudState.INCOMPLETE:
+            e.lladdr = lladdr
+            self._enter(e, NudState.STALE, now)
+            return [self._flush(e)]
+        if st in (NudState.REACHABLE, NudState.STALE, NudState.DELAY, NudState.PROBE):
+            if e.lladdr != lladdr:
+                e.lladdr = lladdr
+                self._enter(e, NudState.STALE, now)
+            return []
+        raise AssertionError(st)
+
+    def on_advertisement(self, ifindex: int, addr: bytes, lladdr: bytes | None, now: int, *,
+                         solicited: bool, override: bool, is_router: bool) -> list[Action]:
+        """§7.2.5: Neighbor Advertisement for addr. Returns actions; counts nothing."""
+        e = self.entries.get((ifindex, addr))
+        if e is None:
+            return []   # §7.2.5: no entry -> silently discard (no new entry)
+        st = e.state
+        if st is NudState.PERMANENT:
+            return []
+        if st is NudState.INCOMPLETE:
+            if lladdr is None:
+                return []   # §7.2.5: no TLLAO while INCOMPLETE: discard
+            e.lladdr = lladdr
+            e.is_router = is_router
+            self._enter(e, NudState.REACHABLE if solicited else NudState.STALE, now)
+            return [self._flush(e)]
+        if st in (NudState.REACHABLE, NudState.STALE, NudState.DELAY, NudState.PROBE):
+            changed = lladdr is not None and lladdr != e.lladdr
+            if not override and changed:
+                # §7.2.5: O=0 with a different address: REACHABLE -> STALE, else ignore.
+                if st is NudState.REACHABLE:
+                    self._enter(e, NudState.STALE, now)
+                return []
+            if lladdr is not None:
+                e.lladdr = lladdr
+            if solicited:
+                self._enter(e, NudState.REACHABLE, now)
+            elif changed:
+                self._enter(e, NudState.STALE, now)
+            e.is_router = is_router
+            return []
+        raise AssertionError(st)
+
+    def confirm(self, ifindex: int, addr: bytes, now: int) -> None:
+        """Upper-layer reachability confirmation (§7.3.1), e.g. TCP forward progress."""
+        e = self.entries.get((ifindex, addr))
+        if e is None or e.state in (NudState.INCOMPLETE, NudState.PERMANENT):
+            return
+        if e.state is NudState.REACHABLE:
+            e.timer_at = now + self._reachable(ifindex)
+            return
+        self._enter(e, NudState.REACHABLE, now)
+
+    def _flush(self, e: NeighborEntry) -> Flush:
+        assert e.lladdr is not None
+        packets = list(e.queue)
+        e.queue.clear()
+        return Flush(e.ifindex, e.addr, e.lladdr, packets)
+
+    # -- timers ----------------------------------------------------------
+
+    def poll_at(self) -> int | None:
+        times = [e.timer_at for e in self.entries.values() if e.timer_at is not None]
+        return min(times) if times else None
+
+    def poll(self, now: int) -> list[Action]:
+        actions: list[Action] = []
+        for e in list(self.entries.values()):
+            if e.timer_at is not None and e.timer_at <= now:
+                actions.extend(self._expire(e, now))
+        return actions
+
+    def _expire(self, e: NeighborEntry, now: int) -> list[Action]:
+        st = e.state
+        if st is NudState.INCOMPLETE:
+            if e.probes < MAX_MULTICAST_SOLICIT:
+                e.probes += 1
+                e.timer_at = now + self._retrans(e.ifindex)
+                return [Solicit(e.ifindex, e.addr, None, e.src_hint)]
+            del self.entries[(e.ifindex, e.addr)]
+            self.transitions.append((e, st, -1))
+            packets = list(e.queue)
+            e.queue.clear()
+            return [Fail(e.ifindex, e.addr, packets)]
+        if st is NudState.REACHABLE:
+            self._enter(e, NudState.STALE, now)
+            return []
+        if st is NudState.DELAY:
+            e.probes = 1
+            self._enter(e, NudState.PROBE, now)
+            return [Solicit(e.ifindex, e.addr, e.lladdr, None)]
+        if st is NudState.PROBE:
+            if e.probes < MAX_UNICAST_SOLICIT:
+                e.probes += 1
+                e.timer_at = now + self._retrans(e.ifindex)
+                return [Solicit(e.ifindex, e.addr, e.lladdr, None)]
+            del self.entries[(e.ifindex, e.addr)]
+            self.transitions.append((e, st, -1))
+            return []
+        if st in (NudState.STALE, NudState.PERMANENT):
+            e.timer_at = None
+            return []
+        raise AssertionError(st)
