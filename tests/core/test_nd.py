@@ -29,14 +29,14 @@ REACHABLE = s(30)
 RETRANS = s(1)
 P = Pending(0x86DD, b"packet-1")
 
-I, R, ST, D, PR = (NudState.INCOMPLETE, NudState.REACHABLE, NudState.STALE, NudState.DELAY,
+INC, R, ST, D, PR = (NudState.INCOMPLETE, NudState.REACHABLE, NudState.STALE, NudState.DELAY,
                    NudState.PROBE)
 
 
 def cache_in(state: NudState) -> NeighborCache:
     c = NeighborCache(random.Random(1))
     c.set_params(IFX, REACHABLE, RETRANS)
-    if state is I:
+    if state is INC:
         c.resolve(IFX, ADDR, P, T0)
         return c
     c.resolve(IFX, ADDR, P, T0)
@@ -108,11 +108,11 @@ class Confirm:
 
 
 ROWS = [
-    (I, Advert(solicited=True, override=False), R, Flush),
-    (I, Advert(solicited=False, override=True), ST, Flush),
-    (I, Advert(solicited=True, override=True, lladdr=None), I, None),
-    (I, Solicitation(), ST, Flush),
-    (I, Elapse(RETRANS), I, Solicit),
+    (INC, Advert(solicited=True, override=False), R, Flush),
+    (INC, Advert(solicited=False, override=True), ST, Flush),
+    (INC, Advert(solicited=True, override=True, lladdr=None), INC, None),
+    (INC, Solicitation(), ST, Flush),
+    (INC, Elapse(RETRANS), INC, Solicit),
     (R, Elapse(REACHABLE), ST, None),
     (R, Advert(solicited=False, override=False, lladdr=MAC_X), ST, None),
     (R, Advert(solicited=True, override=True, lladdr=MAC_X), R, None),
@@ -145,7 +145,7 @@ def test_nud_transition(start: NudState, event: object, end: NudState, emits: ty
 
 
 def test_incomplete_queues_in_order_and_flushes_all_on_advert() -> None:
-    c = cache_in(I)
+    c = cache_in(INC)
     for i in range(2, 6):
         mac, acts = c.resolve(IFX, ADDR, Pending(0x86DD, f"packet-{i}".encode()), T0)
         assert mac is None and acts == []
@@ -164,7 +164,7 @@ def test_queue_is_bounded_and_drops_oldest() -> None:
 
 
 def test_incomplete_gives_up_after_max_multicast_solicit_and_fails_queue() -> None:
-    c = cache_in(I)
+    c = cache_in(INC)
     c.resolve(IFX, ADDR, Pending(0x86DD, b"packet-2"), T0)
     solicits = 1
     t = T0

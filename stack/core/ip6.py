@@ -1,0 +1,280 @@
+"""IPv6 input, output and forwarding (RFC 8200, RFC 4007 §9, RFC 4291 §2.5).
+
+Input order (ip6_input): loopback/multicast source checks → source address
+validation (skipped for packets carrying the ``looped`` mark, whatever the
+receive interface) → is the destination ours in the receive interface's zone →
+extension headers (hop-by-hop options, routing, fragments) → upper layer.
+Looped packets arrive with ``origifp`` as their receive interface, so zone
+checks use origifp for both source and destination.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stack.core.interface import Interface
+from stack.core.ipservice import OutRoute, RouteError
+from stack.core.reasm import Reassembler
+from stack.core.stats import Drop
+from stack.wire.addr import (
+    LOOPBACK6,
+    is_link_local6,
+    is_multicast6,
+    is_unspecified,
+    multicast_scope,
+    needs_zone,
+)
+from stack.wire.frame_types import (
+    ETHERTYPE_IPV6,
+    PROTO_DSTOPTS,
+    PROTO_HOPOPTS,
+    PROTO_ICMPV6,
+    PROTO_NONE,
+    PROTO_ROUTING,
+    PROTO_TCP,
+    PROTO_UDP,
+    Frame,
+)
+from stack.wire.ipv6 import build_ipv6, fragment_ipv6
+
+if TYPE_CHECKING:
+    from stack.core.stack import Stack
+
+ND_TYPES = frozenset((133, 134, 135, 136, 137))
+# RFC 4443 §3.4 Parameter Problem codes
+PP_ERRONEOUS_FIELD = 0
+PP_UNRECOGNIZED_NH = 1
+PP_UNRECOGNIZED_OPTION = 2
+
+
+class Ip6:
+    def __init__(self, stack: Stack) -> None:
+        self.st = stack
+        self.reasm = Reassembler(stack, family=6)
+        self.frag_ident = stack.rng.getrandbits(32)
+
+    def poll(self, now: int) -> None:
+        self.reasm.poll(now)
+
+    def poll_at(self) -> int | None:
+        return self.reasm.poll_at()
+
+    # -- input ----------------------------------------------------------------
+
+    def handle(self, rcvif: Interface, f: Frame, now: int, *, looped: bool) -> None:
+        st = self.st
+        st.stats.count("ipv6", "in_receives")
+        verdict = self._input(rcvif, f, now, looped)
+        if st.tracer is not None:
+            st.tracer(f"ip6_input rcvif={rcvif.name} looped={int(looped)} "
+                      f"src={st.fmt_zoned(f.src, rcvif.ifindex)} dst={st.fmt_zoned(f.dst, rcvif.ifindex)} "
+                      f"proto={_proto_name(f.proto)} verdict={verdict}")
+
+    def _drop(self, reason: str) -> str:
+        self.st.stats.drop(reason)
+        return f"drop:{reason}"
+
+    def _input(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
+        st = self.st
+        src, dst = f.src, f.dst
+        ifx = rcvif.ifindex
+        if rcvif.ipv6_disabled:
+            return self._drop(Drop.IFACE_DOWN)
+        # RFC 4291 §2.5.3: ::1 must never arrive from a link.
+        if not looped and (src == LOOPBACK6 or dst == LOOPBACK6):
+            return self._drop(Drop.IPV6_LOOPBACK_FROM_WIRE)
+        if is_multicast6(src):
+            return self._drop(Drop.IPV6_BAD_SOURCE)
+        nd_msg = f.proto == PROTO_ICMPV6 and f.icmp_type in ND_TYPES
+        # Source address validation (FreeBSD D32915 as fixed by D35732): decided by
+        # the looped mark, never by the receive interface's type. ND is exempt: DAD
+        # must see a duplicate's advertisements.
+        if not looped and not nd_msg and not is_unspecified(src) \
+                and st.is_local_address(src, ifx if needs_zone(src) else 0):
+            return self._drop(Drop.IPV6_SPOOFED_OWN_SOURCE)
+        if is_multicast6(dst):
+            if multicast_scope(dst) == 1 and not looped:
+                return self._drop(Drop.IPV6_BAD_SCOPE)   # interface-local: only via loopback
+            if not rcvif.accepts6(dst):
+                return self._drop(Drop.IPV6_NOT_FOR_US)
+        else:
+            owner = st.owner6(dst, ifx if needs_zone(dst) else 0)
+            if owner is None:
+                if looped:
+                    return self._drop(Drop.IPV6_NOT_FOR_US)
+                return self.forward(rcvif, f, now)
+            if not owner[1].usable:
+                return self._drop(Drop.IPV6_TENTATIVE_DST)  # RFC 4862 §5.4
+        return self._local(rcvif, f, now, looped)
+
+    def _local(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
+        for typ, off, length in f.ext:
+            if typ in (PROTO_HOPOPTS, PROTO_DSTOPTS):
+                bad = self._options(rcvif, f, off, length, now)
+                if bad is not None:
+                    return bad
+            elif typ == PROTO_ROUTING:
+                segments_left = f.buf[off + 3]
+                if segments_left:
+                    # RFC 8200 §4.4: we route no source-routed packets (RH0 is
+                    # deprecated, RFC 5095); Parameter Problem at Segments Left.
+                    self.st.icmp6.error(f, 4, PP_ERRONEOUS_FIELD, off + 3 - f.l3_off, rcvif, now)
+                    return self._drop(Drop.IPV6_ROUTING_HEADER)
+        if f.is_fragment:
+            whole = self.reasm.add(f, rcvif.ifindex, now)
+            if whole is None:
+                return "reassembling"
+            f, rcvif_index = whole
+            rcvif = self.st.interfaces.get(rcvif_index, rcvif)
+        return self.deliver(rcvif, f, now, looped)
+
+    def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
+        st = self.st
+        proto = f.proto
+        if proto == PROTO_ICMPV6:
+            st.icmp6.handle(rcvif, f, now, looped)
+        elif proto == PROTO_UDP:
+            st.udp.handle(f, rcvif.ifindex, now)
+        elif proto == PROTO_TCP and st.tcp is not None:
+            st.tcp.handle(f, rcvif.ifindex, now)
+        elif proto == PROTO_NONE:
+            st.stats.count("ipv6", "in_no_next_header")
+        else:
+            # RFC 8200 §4: unrecognized Next Header -> Parameter Problem code 1,
+            # pointing at the field that named it.
+            st.icmp6.error(f, 4, PP_UNRECOGNIZED_NH, _nh_pointer(f), rcvif, now)
+            return self._drop(Drop.IPV6_UNKNOWN_PROTO)
+        st.stats.count("ipv6", "in_delivers")
+        return "accept"
+
+    def _options(self, rcvif: Interface, f: Frame, off: int, length: int, now: int) -> str | None:
+        """RFC 8200 §4.2: act on unrecognized options by their two high bits."""
+        buf = f.buf
+        i, end = off + 2, off + length
+        while i < end:
+            opt = buf[i]
+            if opt == 0:       # Pad1
+                i += 1
+                continue
+            if i + 1 >= end:
+                return self._drop("parse_ipv6_option_truncated")
+            olen = buf[i + 1]
+            if opt not in (1, 5):   # PadN, Router Alert: known
+                action = opt >> 6
+                if action == 1:
+                    return self._drop(Drop.IPV6_EXT_UNKNOWN_OPTION)
+                if action in (2, 3):
+                    # 10: Parameter Problem even to multicast; 11: only if not multicast.
+                    if action == 2 or not is_multicast6(f.dst):
+                        self.st.icmp6.error(f, 4, PP_UNRECOGNIZED_OPTION, i - f.l3_off, rcvif, now,
+                                            allow_multicast=(action == 2))
+                    return self._drop(Drop.IPV6_EXT_UNKNOWN_OPTION)
+            i += 2 + olen
+        return None
+
+    # -- forwarding --------------------------------------------------------------
+
+    def forward(self, rcvif: Interface, f: Frame, now: int) -> str:
+        """Router mode (RFC 8200 §3, RFC 4007 §9, RFC 4443 §3)."""
+        st = self.st
+        if not st.forwarding:
+            return self._drop(Drop.IPV6_NOT_FOR_US)
+        src, dst = f.src, f.dst
+        if is_unspecified(src) or is_link_local6(dst):
+            return self._drop(Drop.IPV6_BEYOND_SCOPE)
+        if f.hop_limit <= 1:
+            st.icmp6.error(f, 3, 0, 0, rcvif, now)     # Time Exceeded, hop limit
+            return self._drop(Drop.IPV6_HOP_LIMIT_EXCEEDED)
+        r = st.routes.lookup(dst, 0, now)
+        if r is None:
+            st.icmp6.error(f, 1, 0, 0, rcvif, now)     # no route to destination
+            return self._drop(Drop.IPV6_NO_ROUTE)
+        if r.local:
+            return self._drop(Drop.IPV6_NOT_FOR_US)
+        # RFC 4007 §9 / RFC 4291 §2.5.6: a link-local source never leaves its link.
+        if is_link_local6(src) and r.ifindex != rcvif.ifindex:
+            st.icmp6.error(f, 1, 2, 0, rcvif, now)     # beyond scope of source address
+            return self._drop(Drop.IPV6_BEYOND_SCOPE)
+        out = st.interfaces[r.ifindex]
+        packet = bytearray(f.ip_packet())
+        if len(packet) > out.mtu:
+            st.icmp6.error(f, 2, 0, out.mtu, rcvif, now)   # Packet Too Big
+            return self._drop(Drop.IPV6_TOO_BIG)
+        packet[7] = f.hop_limit - 1
+        nexthop = r.gateway if r.gateway is not None else dst
+        if r.ifindex == rcvif.ifindex and r.gateway is None:
+            pass  # RFC 4861 §8.2 would send a Redirect here; on-link peers reach each other directly
+        st.stats.count("ipv6", "out_forwarded")
+        if st.tracer is not None:
+            st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} src={st.fmt_zoned(src, rcvif.ifindex)} "
+                      f"dst={st.fmt_zoned(dst, 0)} nexthop={st.fmt_zoned(nexthop, r.gw_zone or r.ifindex)}")
+        st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, bytes(packet), now)
+        return "forward"
+
+    # -- output ------------------------------------------------------------------
+
+    def output(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
+               tclass: int = 0, hop_limit: int | None = None) -> None:
+        st = self.st
+        if hop_limit is None:
+            if is_multicast6(route.dst):
+                hop_limit = 1
+            else:
+                hop_limit = st.interfaces[route.origifp].nd.cur_hop_limit
+        packet = build_ipv6(route.src, route.dst, proto, l4, hop_limit, tclass)
+        st.stats.count("ipv6", "out_requests")
+        if st.tracer is not None:
+            st.tracer(f"ip6_output ifp={st.ifname(route.ifp)} origifp={st.ifname(route.origifp)} "
+                      f"src={st.fmt_zoned(route.src, route.src_zone)} "
+                      f"dst={st.fmt_zoned(route.dst, route.zone)} proto={_proto_name(proto)} "
+                      f"route={'cached' if cached else 'lookup'} gen={route.gen}")
+        self.send_packet(route, packet, now)
+
+    def send_packet(self, route: OutRoute, packet: bytes, now: int) -> None:
+        """Put a finished IPv6 packet on its way: loopback queue or link."""
+        st = self.st
+        if route.local:
+            st.loop(route.origifp, ETHERTYPE_IPV6, packet)
+            return
+        if len(packet) > route.mtu:
+            # RFC 8200 §4.5: the source fragments.
+            self.frag_ident = (self.frag_ident + 1) & 0xFFFFFFFF
+            for frag in fragment_ipv6(packet, route.mtu, self.frag_ident):
+                st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV6, frag, now, route.src)
+            st.stats.count("ipv6", "out_fragmented")
+            return
+        st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV6, packet, now, route.src)
+
+    def send_raw(self, ifindex: int, dst_mac: bytes | None, src: bytes, dst: bytes, proto: int,
+                 l4: bytes, now: int, *, hop_limit: int = 255, router_alert: bool = False) -> None:
+        """Send on one link without routing (ND, MLD, DAD): to dst_mac, or the
+        multicast MAC of dst, or through neighbor resolution of dst."""
+        st = self.st
+        iface = st.interfaces.get(ifindex)
+        if iface is None or iface.loopback:
+            return
+        packet = build_ipv6(src, dst, proto, l4, hop_limit, 0, router_alert=router_alert)
+        if dst_mac is not None:
+            st.transmit(iface, dst_mac, ETHERTYPE_IPV6, packet)
+        else:
+            st.link_output(ifindex, dst, ETHERTYPE_IPV6, packet, now, src)
+
+    def route_back(self, dst: bytes, zone: int, src: bytes | None, now: int) -> OutRoute | None:
+        try:
+            return self.st.route_output(dst, zone, src, now)
+        except RouteError:
+            return None
+
+
+def _proto_name(proto: int) -> str:
+    names = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 59: "none", 0: "hopopt", 43: "routing",
+             44: "frag", 60: "dstopts"}
+    return names.get(proto, str(proto))
+
+
+def _nh_pointer(f: Frame) -> int:
+    """Offset (from the IPv6 header) of the Next Header field naming f.proto."""
+    if not f.ext:
+        return 6
+    _typ, off, _ = f.ext[-1]
+    return off - f.l3_off

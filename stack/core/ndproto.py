@@ -1,0 +1,255 @@
+"""Neighbor Discovery messages (RFC 4861 §6–§8) and DAD (RFC 4862 §5.4).
+
+This module validates and answers ND messages and runs DAD; the neighbor state
+machine itself lives in ``nd.NeighborCache``. Validation follows §7.1.1/§7.1.2
+(NS/NA), §6.1.1/§6.1.2 (RS/RA) and §8.1 (Redirect): hop limit 255, code 0,
+length, non-zero option lengths, source and target rules. Every rejection is a
+counted drop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stack.core.interface import Addr6, AddrState, Interface, Origin
+from stack.core.stats import Drop
+from stack.wire import ndp
+from stack.wire.addr import (
+    ALL_NODES,
+    UNSPECIFIED6,
+    fmt,
+    is_multicast6,
+    is_unspecified,
+    multicast_mac,
+    solicited_node,
+)
+from stack.wire.errors import ParseError
+from stack.wire.frame_types import PROTO_ICMPV6, Frame
+
+if TYPE_CHECKING:
+    from stack.core.stack import Stack
+
+NS, NA, RS, RA, REDIRECT = 135, 136, 133, 134, 137
+MAX_RTR_SOLICITATION_DELAY = 1_000_000_000
+
+
+class NdProto:
+    def __init__(self, stack: Stack) -> None:
+        self.st = stack
+        self.dad: list[tuple[Interface, Addr6]] = []
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def handle(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> None:
+        st = self.st
+        if f.hop_limit != 255:
+            st.stats.drop(Drop.ND_BAD_HOP_LIMIT)      # §7.1.1: must come from the link
+            return
+        if f.icmp_code != 0:
+            st.stats.drop(Drop.ND_BAD_CODE)
+            return
+        if f.is_fragment or any(e[0] == 44 for e in f.ext):
+            st.stats.drop(Drop.ND_FRAGMENTED)         # RFC 6980
+            return
+        t = f.icmp_type
+        try:
+            if t == NS:
+                self._ns(rcvif, f, ndp.parse_ns(f.buf, f.l4_off, f.ip_end), now)
+            elif t == NA:
+                self._na(rcvif, f, ndp.parse_na(f.buf, f.l4_off, f.ip_end), now)
+            elif t == RA:
+                self.handle_ra(rcvif, f, now)
+            elif t == REDIRECT:
+                self.handle_redirect(rcvif, f, now)
+            else:
+                st.stats.count("nd", "in_rs_ignored")  # we are not an advertising router
+        except ParseError as e:
+            reason = Drop.ND_BAD_OPTION if "option" in e.reason else Drop.ND_BAD_LENGTH
+            st.stats.drop(reason)
+
+    # -- Neighbor Solicitation ----------------------------------------------------
+
+    def _ns(self, rcvif: Interface, f: Frame, ns: ndp.Ns, now: int) -> None:
+        st = self.st
+        src, dst, target = f.src, f.dst, ns.target
+        if is_multicast6(target):
+            st.stats.drop(Drop.ND_BAD_TARGET)
+            return
+        dad_probe = is_unspecified(src)
+        # §7.1.1: from :: the destination is a solicited-node address, no SLLAO.
+        if dad_probe and (dst != solicited_node(target) or ns.opts.slla is not None):
+            st.stats.drop(Drop.ND_BAD_SOURCE)
+            return
+        a = rcvif.find6(target)
+        if a is None or a.state is AddrState.DUPLICATED:
+            st.stats.drop(Drop.ND_TARGET_NOT_OURS)
+            return
+        if a.state is AddrState.TENTATIVE:
+            # RFC 4862 §5.4.3: an NS from :: for our tentative address is a
+            # duplicate, unless it is our own looped probe (RFC 7527 nonce).
+            if dad_probe:
+                if ns.opts.nonce is not None and ns.opts.nonce == a.dad_nonce:
+                    st.stats.count("nd", "dad_own_probe_looped")
+                    return
+                self.dad_failed(rcvif, a, "neighbor solicitation from another node", now)
+            return
+        st.stats.count("nd", "in_ns")
+        if not dad_probe and ns.opts.slla is not None:
+            self._apply(st.nd.on_solicitation(rcvif.ifindex, src, ns.opts.slla, now), now)
+        # §7.2.4: answer; to all-nodes without S for a DAD probe, else unicast with S.
+        na_dst, solicited = (ALL_NODES, False) if dad_probe else (src, True)
+        msg = ndp.build_na(target, na_dst, target, router=st.forwarding, solicited=solicited,
+                           override=True, tlla=rcvif.mac)
+        st.stats.count("nd", "out_na")
+        mac = multicast_mac(na_dst) if dad_probe else (ns.opts.slla or None)
+        st.ip6.send_raw(rcvif.ifindex, mac, target, na_dst, PROTO_ICMPV6, msg, now)
+
+    # -- Neighbor Advertisement ----------------------------------------------------
+
+    def _na(self, rcvif: Interface, f: Frame, na: ndp.Na, now: int) -> None:
+        st = self.st
+        target = na.target
+        if is_multicast6(target):
+            st.stats.drop(Drop.ND_BAD_TARGET)
+            return
+        if is_multicast6(f.dst) and na.solicited:
+            st.stats.drop(Drop.ND_BAD_DEST)           # §7.1.2
+            return
+        a = rcvif.find6(target)
+        if a is not None:
+            if a.state is AddrState.TENTATIVE:
+                self.dad_failed(rcvif, a, f"neighbor advertisement from {fmt(f.src)}", now)
+            else:
+                st.stats.count("nd", "in_na_for_own_address")
+                st.note("warning", f"{rcvif.name}: {fmt(f.src)} advertises our address {fmt(target)}")
+            return
+        st.stats.count("nd", "in_na")
+        entry = st.nd.get(rcvif.ifindex, target)
+        was_router = entry.is_router if entry is not None else False
+        if entry is None:
+            st.stats.drop(Drop.ND_UNSOLICITED_IGNORED)
+            return
+        if not na.override and na.opts.tlla is not None and entry.lladdr is not None \
+                and na.opts.tlla != entry.lladdr:
+            st.stats.count("nd", "in_na_no_override")
+        self._apply(st.nd.on_advertisement(rcvif.ifindex, target, na.opts.tlla, now,
+                                           solicited=na.solicited, override=na.override,
+                                           is_router=na.router), now)
+        if was_router and not na.router:
+            self.router_lost(rcvif, target, now)
+
+    def _apply(self, actions: list, now: int) -> None:  # type: ignore[type-arg]
+        if actions:
+            self.st._nd_actions(actions, now)
+            self.st._trace_nd()
+
+    # -- sending -------------------------------------------------------------------
+
+    def send_ns(self, ifindex: int, target: bytes, lladdr: bytes | None, src_hint: bytes | None,
+                now: int) -> None:
+        """§7.2.2: NS for target; source = the prompting packet's source when it is
+        an address of this interface, else any of its addresses."""
+        st = self.st
+        iface = st.interfaces.get(ifindex)
+        if iface is None:
+            return
+        src = None
+        if src_hint is not None:
+            a = iface.find6(src_hint)
+            if a is not None and a.usable:
+                src = src_hint
+        if src is None:
+            ll = iface.link_local()
+            if ll is not None:
+                src = ll.addr
+            else:
+                usable = [a for a in iface.addrs6 if a.usable]
+                if not usable:
+                    st.stats.drop(Drop.NO_SOURCE)
+                    return
+                src = usable[0].addr
+        dst = target if lladdr is not None else solicited_node(target)
+        msg = ndp.build_ns(src, dst, target, slla=iface.mac)
+        st.stats.count("nd", "out_ns")
+        st.ip6.send_raw(ifindex, lladdr if lladdr is not None else multicast_mac(dst), src, dst,
+                        PROTO_ICMPV6, msg, now)
+
+    # -- DAD (RFC 4862 §5.4) ---------------------------------------------------------
+
+    def start_dad(self, iface: Interface, a: Addr6, now: int) -> None:
+        a.state = AddrState.TENTATIVE
+        a.dad_probes_left = iface.nd.dup_addr_detect_transmits
+        a.dad_nonce = self.st.rng.getrandbits(48).to_bytes(6, "big")
+        # §5.4.2: join all-nodes and the solicited-node group first; delay the
+        # first probe by a random 0-100 ms (RFC: up to MAX_RTR_SOLICITATION_DELAY;
+        # shorter here so a test bed comes up quickly) to avoid synchronized bursts.
+        self.join(iface, solicited_node(a.addr), now)
+        a.dad_at = now + int(self.st.rng.uniform(0, 0.1) * MAX_RTR_SOLICITATION_DELAY)
+        self.dad.append((iface, a))
+
+    def dad_failed(self, iface: Interface, a: Addr6, why: str, now: int) -> None:
+        a.state = AddrState.DUPLICATED
+        a.dad_at = None
+        self.st.stats.count("nd", "dad_duplicates")
+        self.st.routes.bump()
+        self.st.note("error", f"{iface.name}: duplicate address {fmt(a.addr)} detected ({why})")
+        if a.origin is Origin.LINK:
+            # §5.4.5: a duplicate MAC-derived link-local disables IPv6 on the link.
+            iface.ipv6_disabled = True
+            self.st.note("error", f"{iface.name}: IPv6 disabled: duplicate link-local address")
+
+    def _dad_tick(self, iface: Interface, a: Addr6, now: int) -> None:
+        if a.dad_probes_left > 0:
+            a.dad_probes_left -= 1
+            msg = ndp.build_ns(UNSPECIFIED6, solicited_node(a.addr), a.addr, nonce=a.dad_nonce)
+            dst = solicited_node(a.addr)
+            self.st.stats.count("nd", "out_dad_ns")
+            self.st.ip6.send_raw(iface.ifindex, multicast_mac(dst), UNSPECIFIED6, dst, PROTO_ICMPV6,
+                                 msg, now)
+            a.dad_at = now + iface.nd.retrans_timer
+            return
+        a.dad_at = None
+        a.state = AddrState.PREFERRED
+        self.st.routes.bump()
+        self.st.note("info", f"{iface.name}: address {fmt(a.addr)}/{a.plen} passed DAD")
+
+    def address_removed(self, iface: Interface, a: Addr6, now: int) -> None:
+        self.dad = [(i, x) for i, x in self.dad if x is not a]
+        self.leave(iface, solicited_node(a.addr), now)
+
+    # -- groups (MLD hooks) -----------------------------------------------------------
+
+    def join(self, iface: Interface, group: bytes, now: int) -> None:
+        iface.join6(group)
+
+    def leave(self, iface: Interface, group: bytes, now: int) -> None:
+        iface.leave6(group)
+
+    def handle_mld(self, rcvif: Interface, f: Frame, now: int) -> None:
+        self.st.stats.count("mld", f"in_type_{f.icmp_type}")
+
+    # -- router discovery hooks ----------------------------------------------------------
+
+    def interface_up(self, iface: Interface, now: int) -> None:
+        pass
+
+    def handle_ra(self, rcvif: Interface, f: Frame, now: int) -> None:
+        self.st.stats.drop(Drop.ND_RA_IGNORED)
+
+    def handle_redirect(self, rcvif: Interface, f: Frame, now: int) -> None:
+        self.st.stats.drop(Drop.ND_REDIRECT_IGNORED)
+
+    def router_lost(self, iface: Interface, addr: bytes, now: int) -> None:
+        pass
+
+    # -- timers -------------------------------------------------------------------------
+
+    def poll_at(self) -> int | None:
+        times = [a.dad_at for _, a in self.dad if a.dad_at is not None]
+        return min(times) if times else None
+
+    def poll(self, now: int) -> None:
+        for iface, a in list(self.dad):
+            if a.dad_at is not None and a.dad_at <= now and a.state is AddrState.TENTATIVE:
+                self._dad_tick(iface, a, now)
+        self.dad = [(i, a) for i, a in self.dad if a.state is AddrState.TENTATIVE]

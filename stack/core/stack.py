@@ -1,0 +1,666 @@
+"""Stack: the deterministic engine. Frames and time in; frames and events out.
+
+Entry points (all take ``now``): ``receive``, ``poll``; configuration calls
+(``add_interface``, ``add_address``, ``add_route`` ...); and the IP service used
+by transports (``route_output``, ``ip_send``). Output frames collect in ``tx``
+(``drain_tx``), socket events in ``events`` (``drain_events``).
+
+The loopback shortcut (RFC 4007 zones kept, FreeBSD D35732 design): a packet to
+one of our own addresses is routed to ifindex 1 (``lo``) with ``origifp`` = the
+interface owning the address. It goes onto ``_loop_q`` and is received at the
+end of the current core call with ``origifp`` as the receive interface and the
+``looped`` mark set. Input-side source validation checks that mark, never the
+interface type. Cached and fresh route lookups end in the same ``OutRoute``
+value, so they cannot disagree about ifp/origifp.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stack.core.clock import s
+from stack.core.icmp6 import Icmp6
+from stack.core.interface import (
+    LOOPBACK_IFINDEX,
+    Addr4,
+    Addr6,
+    AddrState,
+    Interface,
+    Kind,
+    Origin,
+    loopback_interface,
+)
+from stack.core.ip4 import Ip4
+from stack.core.ip6 import Ip6
+from stack.core.ipservice import OutRoute, RouteError
+from stack.core.nd import Fail, Flush, NeighborCache, Pending, Solicit
+from stack.core.ndproto import NdProto
+from stack.core.routes import PROTO_KERNEL, PROTO_LOCAL, PROTO_STATIC, Route, RouteTable
+from stack.core.srcsel import select_source4, select_source6
+from stack.core.stats import Drop, Stats
+from stack.core.udp import UdpLayer
+from stack.wire.addr import (
+    fmt,
+    fmt_mac,
+    is_link_local6,
+    is_multicast4,
+    is_multicast6,
+    link_local_from_mac,
+    mask_prefix,
+    multicast_mac,
+    needs_zone,
+)
+from stack.wire.errors import ParseError
+from stack.wire.ethernet import eth_header
+from stack.wire.frame import parse_frame
+from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 0: "hopopt", 44: "frag", 59: "none"}
+LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4)}
+LOOP_BUDGET = 10_000          # looped packets handled per core call (no livelock)
+PMTU_EXPIRY = s(600)          # RFC 8201 §4: at least 5 minutes
+
+
+@dataclass(slots=True)
+class Limits:
+    """Every table and queue is bounded; these are the bounds (config ``[limits]``)."""
+
+    neighbor_cache_max: int = 2048
+    nd_queue_max: int = 16
+    arp_cache_max: int = 2048
+    icmp_error_rate: float = 100.0      # token bucket: errors per second ...
+    icmp_error_burst: int = 50          # ... and burst (RFC 4443 §2.4(f))
+    reasm_max_bytes: int = 4 * 1024 * 1024
+    reasm_timeout: int = s(60)          # RFC 8200 §4.5
+    udp_rcvbuf: int = 256 * 1024
+    loop_queue_max: int = 4096
+    pmtu_max: int = 1024
+
+
+class Stack:
+    """The engine. One per stack instance; no global state."""
+
+    def __init__(self, *, rng: random.Random | None = None, now: int = 0, forwarding: bool = False,
+                 limits: Limits | None = None) -> None:
+        self.rng = rng if rng is not None else random.Random(0)
+        self.limits = limits or Limits()
+        self.forwarding = forwarding
+        self.stats = Stats()
+        self.routes = RouteTable()
+        self.interfaces: dict[int, Interface] = {}
+        self._by_name: dict[str, int] = {}
+        self.tx: list[tuple[int, bytes]] = []
+        self.events: list[object] = []
+        self.tracer: Callable[[str], None] | None = None
+        self.log: list[tuple[str, str]] = []         # (level, message): events that matter
+        self.loop_tap: Callable[[bytes], None] | None = None   # pcap of lo
+        self._loop_q: deque[tuple[int, int, bytes]] = deque()
+        self._depth = 0
+        self._next_ifindex = 2
+        self.pmtu: dict[bytes, tuple[int, int]] = {}  # dst -> (mtu, expires_at)
+        self.nd = NeighborCache(self.rng, max_entries=self.limits.neighbor_cache_max,
+                                queue_max=self.limits.nd_queue_max)
+        self.arp = NeighborCache(self.rng, max_entries=self.limits.arp_cache_max,
+                                 queue_max=self.limits.nd_queue_max)
+        self.ip6 = Ip6(self)
+        self.ip4 = Ip4(self)
+        self.icmp6 = Icmp6(self)
+        self.ndp = NdProto(self)
+        self.udp = UdpLayer(self)
+        self.tcp: Any = None
+        self._attach_tcp()
+        self._add_loopback(now)
+
+    def _attach_tcp(self) -> None:
+        try:
+            from stack.core.tcp.layer import TcpLayer
+        except ImportError:  # pragma: no cover - during bring-up only
+            return
+        self.tcp = TcpLayer(self)
+
+    # -- interfaces and addresses ----------------------------------------
+
+    def _add_loopback(self, now: int) -> None:
+        lo = loopback_interface()
+        self.interfaces[LOOPBACK_IFINDEX] = lo
+        self._by_name["lo"] = LOOPBACK_IFINDEX
+        for a6 in lo.addrs6:
+            self._add_local_route(a6.addr, LOOPBACK_IFINDEX)
+        for a4 in lo.addrs4:
+            self._add_local_route(a4.addr, LOOPBACK_IFINDEX)
+            self.routes.add(Route(mask_prefix(a4.addr, a4.plen), a4.plen, LOOPBACK_IFINDEX,
+                                  LOOPBACK_IFINDEX, proto=PROTO_KERNEL, src=a4.addr))
+
+    def ifindex(self, name: str) -> int:
+        """ifindex of an interface name; KeyError when there is none."""
+        return self._by_name[name]
+
+    def ifname(self, ifindex: int) -> str:
+        iface = self.interfaces.get(ifindex)
+        return iface.name if iface is not None else f"if{ifindex}"
+
+    def add_interface(self, name: str, mac: bytes, mtu: int = 1500, *, accept_ra: bool = False,
+                      now: int = 0, dad_transmits: int = 1) -> int:
+        if name in self._by_name:
+            raise ValueError(f"interface {name} exists")
+        ifx = self._next_ifindex
+        self._next_ifindex += 1
+        iface = Interface(ifx, name, Kind.ETHERNET, mac, mtu, accept_ra=accept_ra)
+        iface.nd.dup_addr_detect_transmits = dad_transmits
+        iface.nd.reachable_time = NeighborCache.random_reachable_time(
+            self.rng, iface.nd.base_reachable_time)
+        iface.nd.link_mtu = mtu
+        self.interfaces[ifx] = iface
+        self._by_name[name] = ifx
+        self.nd.set_params(ifx, iface.nd.reachable_time, iface.nd.retrans_timer)
+        self.arp.set_params(ifx, iface.nd.reachable_time, iface.nd.retrans_timer)
+        self.ndp.join(iface, bytes.fromhex("ff020000000000000000000000000001"), now)
+        self.routes.add(Route(bytes.fromhex("fe80" + "00" * 14), 64, ifx, ifx, zone=ifx,
+                              proto=PROTO_KERNEL))
+        self.add_address(ifx, link_local_from_mac(mac), 64, now, origin=Origin.LINK)
+        self.ndp.interface_up(iface, now)
+        self.note("info", f"{name}: interface added, lladdr {fmt_mac(mac)} mtu {mtu}")
+        return ifx
+
+    def add_address(self, ifindex: int, addr: bytes, plen: int, now: int = 0, *,
+                    origin: Origin = Origin.STATIC, preferred_until: int | None = None,
+                    valid_until: int | None = None) -> None:
+        iface = self.interfaces[ifindex]
+        if len(addr) == 4:
+            if iface.find4(addr) is None:
+                iface.addrs4.append(Addr4(addr, plen, origin))
+                self._add_local_route(addr, ifindex)
+                if plen < 32 and not iface.loopback:
+                    self.routes.add(Route(mask_prefix(addr, plen), plen, ifindex, ifindex,
+                                          proto=PROTO_KERNEL, src=addr))
+            return
+        if iface.find6(addr) is not None:
+            return
+        skip_dad = iface.loopback or iface.nd.dup_addr_detect_transmits == 0
+        a = Addr6(addr, plen, AddrState.PREFERRED if skip_dad else AddrState.TENTATIVE, origin,
+                  preferred_until=preferred_until, valid_until=valid_until)
+        iface.addrs6.append(a)
+        zone = ifindex if is_link_local6(addr) else 0
+        self._add_local_route(addr, ifindex, zone)
+        if plen < 128 and not is_link_local6(addr) and not iface.loopback:
+            self.routes.add(Route(mask_prefix(addr, plen), plen, ifindex, ifindex,
+                                  proto=PROTO_KERNEL))
+        if not skip_dad:
+            self.ndp.start_dad(iface, a, now)
+        else:
+            self.note("info", f"{iface.name}: address {fmt(addr)}/{plen} added")
+
+    def remove_address(self, ifindex: int, addr: bytes, now: int = 0) -> bool:
+        iface = self.interfaces[ifindex]
+        if len(addr) == 4:
+            a4 = iface.find4(addr)
+            if a4 is None:
+                return False
+            iface.addrs4.remove(a4)
+            self.routes.remove(addr, 32, proto=PROTO_LOCAL)
+            if a4.plen < 32:
+                self.routes.remove(mask_prefix(addr, a4.plen), a4.plen, proto=PROTO_KERNEL,
+                                   ifindex=ifindex)
+            return True
+        a6 = iface.find6(addr)
+        if a6 is None:
+            return False
+        iface.addrs6.remove(a6)
+        zone = ifindex if is_link_local6(addr) else 0
+        self.routes.remove(addr, 128, zone, proto=PROTO_LOCAL)
+        if a6.plen < 128 and not is_link_local6(addr) and not any(
+                b.plen == a6.plen and mask_prefix(b.addr, b.plen) == mask_prefix(addr, a6.plen)
+                for b in iface.addrs6):
+            self.routes.remove(mask_prefix(addr, a6.plen), a6.plen, proto=PROTO_KERNEL,
+                               ifindex=ifindex)
+        self.ndp.address_removed(iface, a6, now)
+        self.note("info", f"{iface.name}: address {fmt(addr)}/{a6.plen} removed")
+        return True
+
+    def _add_local_route(self, addr: bytes, owner: int, zone: int = 0) -> None:
+        self.routes.add(Route(addr, len(addr) * 8, LOOPBACK_IFINDEX, owner, zone=zone,
+                              proto=PROTO_LOCAL, src=addr))
+
+    def add_route(self, dst: bytes, plen: int, *, gateway: bytes | None = None, gw_zone: int = 0,
+                  ifindex: int | None = None, src: bytes | None = None, now: int = 0,
+                  proto: str = PROTO_STATIC, metric: int = 0, expires_at: int | None = None) -> Route:
+        """Add a route; the transmit interface comes from ``ifindex``, the gateway's
+        zone, or the connected route that holds the gateway (as ``ip route`` does)."""
+        if gateway is not None and needs_zone(gateway):
+            if not gw_zone:
+                gw_zone = ifindex or 0
+            if not gw_zone:
+                raise RouteError(errno.EINVAL, f"gateway {fmt(gateway)} is link-local: name its "
+                                 "interface (addr%ifname or dev)")
+            if ifindex is not None and ifindex != gw_zone:
+                raise RouteError(errno.EINVAL, "gateway zone and dev disagree")
+            ifindex = gw_zone
+        if ifindex is None:
+            if gateway is None:
+                raise RouteError(errno.EINVAL, "a route needs a gateway or a device")
+            r = self.routes.lookup(gateway, 0)
+            if r is None or r.gateway is not None or r.local:
+                raise RouteError(errno.ENETUNREACH, f"gateway {fmt(gateway)} is not on a "
+                                 "connected network")
+            ifindex = r.ifindex
+        if ifindex not in self.interfaces:
+            raise RouteError(errno.ENODEV, f"no interface with index {ifindex}")
+        if src is not None and not self.is_local_address(src, 0):
+            raise RouteError(errno.EADDRNOTAVAIL, f"src {fmt(src)} is not a local address")
+        route = Route(mask_prefix(dst, plen), plen, ifindex, ifindex, gateway=gateway,
+                      gw_zone=gw_zone if gateway is not None and needs_zone(gateway) else 0,
+                      src=src, proto=proto, metric=metric, expires_at=expires_at)
+        self.routes.add(route)
+        if proto == PROTO_STATIC:
+            self.note("info", f"route added: {route.describe(self.ifnames())}")
+        return route
+
+    def del_route(self, dst: bytes, plen: int, now: int = 0, zone: int = 0) -> list[Route]:
+        gone = [r for r in self.routes.remove(dst, plen, zone) if r.proto != PROTO_LOCAL]
+        for r in gone:
+            self.note("info", f"route deleted: {r.describe(self.ifnames())}")
+        return gone
+
+    def add_neighbor(self, ifindex: int, addr: bytes, lladdr: bytes, now: int = 0) -> None:
+        cache = self.nd if len(addr) == 16 else self.arp
+        cache.add_permanent(ifindex, addr, lladdr, now)
+
+    def remove_interface(self, ifindex: int, now: int = 0) -> None:
+        iface = self.interfaces.pop(ifindex, None)
+        if iface is None or iface.loopback:
+            return
+        self._by_name.pop(iface.name, None)
+        self.routes.remove_where(lambda r: r.ifindex == ifindex or r.aifp == ifindex
+                                 or r.zone == ifindex)
+        self.nd.remove_interface(ifindex)
+        self.arp.remove_interface(ifindex)
+        self.note("warning", f"{iface.name}: interface removed")
+
+    def set_link(self, ifindex: int, up: bool, now: int = 0) -> None:
+        iface = self.interfaces.get(ifindex)
+        if iface is None or iface.up == up:
+            return
+        iface.up = up
+        self.routes.bump()
+        self.note("info", f"{iface.name}: link {'up' if up else 'down'}")
+
+    def ifnames(self) -> dict[int, str]:
+        return {i: f.name for i, f in self.interfaces.items()}
+
+    def ready(self) -> bool:
+        """No configured address is still tentative (the daemon's ready line)."""
+        return not any(a.state is AddrState.TENTATIVE
+                       for iface in self.interfaces.values() for a in iface.addrs6)
+
+    def note(self, level: str, message: str) -> None:
+        """An event that matters (never per packet); the runtime forwards it to logging."""
+        self.log.append((level, message))
+        if len(self.log) > 1000:
+            del self.log[:500]
+
+    # -- frames in --------------------------------------------------------
+
+    def receive(self, ifindex: int, frame: bytes, now: int) -> None:
+        """One Ethernet frame from a link. Never raises on bad input."""
+        self._depth += 1
+        try:
+            self._receive(ifindex, frame, now)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self._run_loopback(now)
+
+    def _receive(self, ifindex: int, frame: bytes, now: int) -> None:
+        iface = self.interfaces.get(ifindex)
+        if iface is None or iface.loopback:
+            self.stats.drop(Drop.IFACE_UNKNOWN)
+            return
+        c = iface.counters
+        c.rx_packets += 1
+        c.rx_bytes += len(frame)
+        if not iface.up:
+            c.rx_dropped += 1
+            self.stats.drop(Drop.IFACE_DOWN)
+            return
+        try:
+            f = parse_frame(frame)
+        except ParseError as e:
+            c.rx_dropped += 1
+            self.stats.drop("parse_" + e.reason)
+            return
+        if f.eth_dst != iface.mac and not f.eth_dst[0] & 1:
+            self.stats.drop(Drop.ETH_NOT_FOR_US)
+            return
+        et = f.ethertype
+        if et == ETHERTYPE_IPV6:
+            self.ip6.handle(iface, f, now, looped=False)
+        elif et == ETHERTYPE_IPV4:
+            self.ip4.handle(iface, f, now, looped=False)
+        elif et == ETHERTYPE_ARP:
+            self.ip4.handle_arp(iface, f, now)
+        else:
+            self.stats.drop(Drop.ETHERTYPE_UNKNOWN)
+
+    def _run_loopback(self, now: int) -> None:
+        """Receive what was sent to ourselves, on origifp, marked looped."""
+        budget = LOOP_BUDGET
+        self._depth += 1
+        try:
+            while self._loop_q and budget:
+                budget -= 1
+                origifp, et, packet = self._loop_q.popleft()
+                lo = self.interfaces[LOOPBACK_IFINDEX]
+                lo.counters.rx_packets += 1
+                lo.counters.rx_bytes += len(packet)
+                iface = self.interfaces.get(origifp)
+                frame = LOOP_ETH[et] + packet
+                if self.loop_tap is not None:
+                    self.loop_tap(frame)
+                if iface is None:
+                    self.stats.drop(Drop.IFACE_UNKNOWN)
+                    continue
+                try:
+                    f = parse_frame(frame)
+                except ParseError as e:
+                    self.stats.drop("parse_" + e.reason)
+                    continue
+                if et == ETHERTYPE_IPV6:
+                    self.ip6.handle(iface, f, now, looped=True)
+                else:
+                    self.ip4.handle(iface, f, now, looped=True)
+        finally:
+            self._depth -= 1
+
+    # -- timers -------------------------------------------------------------
+
+    def poll(self, now: int) -> None:
+        """Do every piece of timed work that is due, and deliver looped packets."""
+        self._depth += 1
+        try:
+            self._nd_actions(self.nd.poll(now), now)
+            self._nd_actions(self.arp.poll(now), now)
+            self.ndp.poll(now)
+            self.ip6.poll(now)
+            self.ip4.poll(now)
+            self.udp.poll(now)
+            if self.tcp is not None:
+                self.tcp.poll(now)
+            if self.routes.next_expiry() is not None:
+                for r in self.routes.expire(now):
+                    self.note("info", f"route expired: {r.describe(self.ifnames())}")
+        finally:
+            self._depth -= 1
+        self._run_loopback(now)
+        self._trace_nd()
+
+    def poll_at(self) -> int | None:
+        """The earliest deadline of any component (None: nothing scheduled)."""
+        if self._loop_q:
+            return 0
+        times = [self.nd.poll_at(), self.arp.poll_at(), self.ndp.poll_at(), self.ip6.poll_at(),
+                 self.ip4.poll_at(), self.udp.poll_at(), self.routes.next_expiry()]
+        if self.tcp is not None:
+            times.append(self.tcp.poll_at())
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
+
+    def drain_tx(self) -> list[tuple[int, bytes]]:
+        out, self.tx = self.tx, []
+        return out
+
+    def drain_events(self) -> list[object]:
+        out, self.events = self.events, []
+        return out
+
+    def emit(self, event: object) -> None:
+        self.events.append(event)
+
+    # -- IP service for transports -----------------------------------------
+
+    def is_local_address(self, addr: bytes, zone: int) -> bool:
+        """addr is a usable address of ours (in zone, for link-local)."""
+        if len(addr) == 4:
+            return any(iface.find4(addr) is not None for iface in self.interfaces.values())
+        if needs_zone(addr):
+            iface = self.interfaces.get(zone)
+            a = iface.find6(addr) if iface is not None else None
+            return a is not None and a.usable
+        for iface in self.interfaces.values():
+            a = iface.find6(addr)
+            if a is not None and a.usable:
+                return True
+        return False
+
+    def owner6(self, addr: bytes, zone: int) -> tuple[Interface, Addr6] | None:
+        """Which interface holds addr (any state). Link-local: only in its zone."""
+        if needs_zone(addr):
+            iface = self.interfaces.get(zone)
+            if iface is None:
+                return None
+            a = iface.find6(addr)
+            return (iface, a) if a is not None else None
+        for iface in self.interfaces.values():
+            a = iface.find6(addr)
+            if a is not None:
+                return iface, a
+        return None
+
+    def route_output(self, dst: bytes, zone: int = 0, src: bytes | None = None,
+                     now: int = 0) -> OutRoute:
+        """The one output decision (ip6_output/ip_output): transmit interface,
+        address interface, next hop, source, MTU and the table generation."""
+        if len(dst) == 16:
+            return self._route6(dst, zone, src, now)
+        if len(dst) == 4:
+            return self._route4(dst, src, now)
+        raise RouteError(errno.EINVAL, "bad destination address")
+
+    def _route6(self, dst: bytes, zone: int, src: bytes | None, now: int) -> OutRoute:
+        if needs_zone(dst):
+            if not zone:
+                raise RouteError(errno.EINVAL, f"{fmt(dst)} is link-local: give its zone "
+                                 "(addr%ifname)")
+            if zone not in self.interfaces:
+                raise RouteError(errno.ENODEV, f"no interface with index {zone}")
+        else:
+            zone = 0
+        if is_multicast6(dst):
+            if not zone:
+                raise RouteError(errno.ENETUNREACH, "multicast destination needs an interface")
+            ifp = aifp = zone
+            nexthop, nh_zone, local, r_src = dst, zone, False, None
+        else:
+            r = self.routes.lookup(dst, zone, now)
+            if r is None:
+                raise RouteError(errno.ENETUNREACH, f"no route to {fmt(dst)}")
+            ifp, aifp, local, r_src = r.ifindex, r.aifp, r.local, r.src
+            if r.gateway is not None:
+                nexthop, nh_zone = r.gateway, r.gw_zone
+            else:
+                nexthop, nh_zone = dst, zone or (ifp if needs_zone(dst) else 0)
+        iface = self.interfaces[ifp]
+        if not iface.up:
+            raise RouteError(errno.ENETDOWN, f"{iface.name} is down")
+        if src is not None:
+            owner = self.owner6(src, aifp if needs_zone(src) else 0)
+            if owner is None or not owner[1].usable:
+                raise RouteError(errno.EADDRNOTAVAIL, f"{fmt(src)} is not a usable local address")
+            if needs_zone(src) and needs_zone(dst) and owner[0].ifindex != zone:
+                raise RouteError(errno.EINVAL, "source and destination are in different zones")
+            src_zone = owner[0].ifindex if needs_zone(src) else 0
+        else:
+            picked = select_source6(self.interfaces.values(), dst, zone, aifp, r_src)
+            if picked is None:
+                raise RouteError(errno.EADDRNOTAVAIL, f"no usable source address for {fmt(dst)}")
+            src, owner_if = picked
+            src_zone = owner_if if needs_zone(src) else 0
+        return OutRoute(dst, zone, src, src_zone, ifp, aifp, nexthop, nh_zone,
+                        self.path_mtu(dst, iface.mtu, now), self.routes.gen, local)
+
+    def _route4(self, dst: bytes, src: bytes | None, now: int) -> OutRoute:
+        r = self.routes.lookup(dst, 0, now)
+        if r is None:
+            raise RouteError(errno.ENETUNREACH, f"no route to {fmt(dst)}")
+        iface = self.interfaces[r.ifindex]
+        if not iface.up:
+            raise RouteError(errno.ENETDOWN, f"{iface.name} is down")
+        if src is not None:
+            if not self.is_local_address(src, 0):
+                raise RouteError(errno.EADDRNOTAVAIL, f"{fmt(src)} is not a local address")
+        else:
+            out_if = r.aifp if r.local else r.ifindex
+            src = select_source4(self.interfaces, dst, out_if, r.src)
+            if src is None:
+                raise RouteError(errno.EHOSTUNREACH, f"no IPv4 source address for {fmt(dst)}")
+        if r.gateway is not None:
+            nexthop, nh_zone = r.gateway, r.gw_zone
+        else:
+            nexthop, nh_zone = dst, 0
+        return OutRoute(dst, 0, src, 0, r.ifindex, r.aifp, nexthop, nh_zone,
+                        self.path_mtu(dst, iface.mtu, now), self.routes.gen, r.local)
+
+    def path_mtu(self, dst: bytes, link_mtu: int, now: int) -> int:
+        entry = self.pmtu.get(dst)
+        if entry is None:
+            return link_mtu
+        mtu, expires_at = entry
+        if expires_at <= now:
+            del self.pmtu[dst]
+            return link_mtu
+        return min(mtu, link_mtu)
+
+    def learn_pmtu(self, dst: bytes, mtu: int, now: int) -> None:
+        """RFC 8201: a Packet Too Big lowers the path MTU (never below 1280)."""
+        mtu = max(mtu, 1280 if len(dst) == 16 else 68)
+        if len(self.pmtu) >= self.limits.pmtu_max and dst not in self.pmtu:
+            self.pmtu.pop(next(iter(self.pmtu)))
+        self.pmtu[dst] = (mtu, now + PMTU_EXPIRY)
+
+    def route_valid(self, route: OutRoute) -> bool:
+        return route.gen == self.routes.gen
+
+    def confirm_reachable(self, route: OutRoute, now: int) -> None:
+        if route.local:
+            return
+        cache = self.nd if len(route.nexthop) == 16 else self.arp
+        cache.confirm(route.ifp, route.nexthop, now)
+
+    def ip_send(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
+                tclass: int = 0, hop_limit: int | None = None) -> None:
+        """Send a transport segment along a decided route (checksum already in l4)."""
+        if len(route.dst) == 16:
+            self.ip6.output(route, proto, l4, now, cached=cached, tclass=tclass, hop_limit=hop_limit)
+        else:
+            self.ip4.output(route, proto, l4, now, cached=cached, tos=tclass, ttl=hop_limit)
+
+    # -- link output ----------------------------------------------------------
+
+    def loop(self, origifp: int, ethertype: int, packet: bytes) -> None:
+        """Queue a packet to ourselves; received at the end of this core call."""
+        if len(self._loop_q) >= self.limits.loop_queue_max:
+            self.stats.drop(Drop.LINK_TX_FULL)
+            return
+        lo = self.interfaces[LOOPBACK_IFINDEX]
+        lo.counters.tx_packets += 1
+        lo.counters.tx_bytes += len(packet)
+        self._loop_q.append((origifp, ethertype, packet))
+
+    def link_output(self, ifindex: int, nexthop: bytes, ethertype: int, packet: bytes, now: int,
+                    src_hint: bytes | None = None) -> None:
+        """Resolve nexthop on ifindex (ND for IPv6 next hops, also under IPv4
+        payloads; ARP for IPv4 next hops) and send, or queue until resolved."""
+        iface = self.interfaces.get(ifindex)
+        if iface is None or iface.loopback:
+            self.stats.drop(Drop.IFACE_UNKNOWN)
+            return
+        if len(nexthop) == 16:
+            if is_multicast6(nexthop):
+                self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
+                return
+            mac, actions = self.nd.resolve(ifindex, nexthop, Pending(ethertype, packet), now, src_hint)
+        else:
+            if nexthop == b"\xff\xff\xff\xff" or self.ip4.is_broadcast(iface, nexthop):
+                self.transmit(iface, b"\xff" * 6, ethertype, packet)
+                return
+            if is_multicast4(nexthop):
+                self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
+                return
+            mac, actions = self.arp.resolve(ifindex, nexthop, Pending(ethertype, packet), now, src_hint)
+        if actions:
+            self._nd_actions(actions, now)
+        if mac is not None:
+            self.transmit(iface, mac, ethertype, packet)
+        self._trace_nd()
+
+    def transmit(self, iface: Interface, dst_mac: bytes, ethertype: int, packet: bytes) -> None:
+        frame = eth_header(dst_mac, iface.mac, ethertype) + packet
+        iface.counters.tx_packets += 1
+        iface.counters.tx_bytes += len(frame)
+        self.tx.append((iface.ifindex, frame))
+
+    def _nd_actions(self, actions: list[Solicit | Flush | Fail], now: int) -> None:
+        for act in actions:
+            v6 = len(act.target) == 16
+            if isinstance(act, Solicit):
+                if v6:
+                    self.ndp.send_ns(act.ifindex, act.target, act.lladdr, act.src_hint, now)
+                else:
+                    self.ip4.send_arp_request(act.ifindex, act.target, act.lladdr, act.src_hint)
+            elif isinstance(act, Flush):
+                iface = self.interfaces.get(act.ifindex)
+                if iface is None:
+                    continue
+                for p in act.packets:
+                    self.transmit(iface, act.lladdr, p.ethertype, p.packet)
+            else:
+                self._resolution_failed(act, now)
+
+    def _resolution_failed(self, act: Fail, now: int) -> None:
+        """§7.2.2: each queued packet gets ICMP 'address unreachable' to its sender."""
+        if act.packets:
+            self.note("warning", f"{self.ifname(act.ifindex)}: neighbor {fmt(act.target)} "
+                      f"unreachable, {len(act.packets)} queued packet(s) failed")
+        for p in act.packets:
+            self.stats.drop(Drop.ND_RESOLUTION_FAILED)
+            if p.ethertype == ETHERTYPE_IPV6:
+                self.icmp6.address_unreachable(p.packet, act.ifindex, now)
+            else:
+                self.ip4.host_unreachable(p.packet, act.ifindex, now)
+
+    # -- trace --------------------------------------------------------------------
+
+    def trace(self, line: str) -> None:
+        if self.tracer is not None:
+            self.tracer(line)
+
+    def _trace_nd(self) -> None:
+        """Turn NUD transitions into probe lines (and notes for failures)."""
+        for cache in (self.nd, self.arp):
+            if not cache.transitions:
+                continue
+            moves, cache.transitions = cache.transitions, []
+            if self.tracer is None:
+                continue
+            for e, old, queued in moves:
+                old_name = old.value if old is not None else "NONE"
+                new_name = "FAILED" if queued == -1 else e.state.value
+                ll = fmt_mac(e.lladdr) if e.lladdr else "-"
+                self.tracer(f"{'nd' if cache is self.nd else 'arp'} state={old_name}->{new_name} "
+                            f"addr={self.fmt_zoned(e.addr, e.ifindex)} lladdr={ll} "
+                            f"queued={max(queued, 0)}")
+
+    def fmt_zoned(self, addr: bytes, zone: int) -> str:
+        text = fmt(addr)
+        if zone and needs_zone(addr):
+            return f"{text}%{self.ifname(zone)}"
+        return text
+
+    def query(self, cmd: str, args: dict[str, Any], now: int) -> Any:
+        """The control socket's read side (see stack.core.query)."""
+        from stack.core.query import run_query
+        return run_query(self, cmd, args, now)
