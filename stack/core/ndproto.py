@@ -180,10 +180,9 @@ class NdProto:
         a.state = AddrState.TENTATIVE
         a.dad_probes_left = iface.nd.dup_addr_detect_transmits
         a.dad_nonce = self.st.rng.getrandbits(48).to_bytes(6, "big")
-        # §5.4.2: join all-nodes and the solicited-node group first; delay the
+        # §5.4.2: the groups were joined when the address was added; delay the
         # first probe by a random 0-100 ms (RFC: up to MAX_RTR_SOLICITATION_DELAY;
         # shorter here so a test bed comes up quickly) to avoid synchronized bursts.
-        self.join(iface, solicited_node(a.addr), now)
         a.dad_at = now + int(self.st.rng.uniform(0, 0.1) * MAX_RTR_SOLICITATION_DELAY)
         self.dad.append((iface, a))
 

@@ -54,6 +54,7 @@ from stack.wire.addr import (
     mask_prefix,
     multicast_mac,
     needs_zone,
+    solicited_node,
 )
 from stack.wire.errors import ParseError
 from stack.wire.ethernet import eth_header
@@ -190,6 +191,9 @@ class Stack:
         if plen < 128 and not is_link_local6(addr) and not iface.loopback:
             self.routes.add(Route(mask_prefix(addr, plen), plen, ifindex, ifindex,
                                   proto=PROTO_KERNEL))
+        if not iface.loopback:
+            # RFC 4862 §5.4.2: join the solicited-node group before DAD (and always).
+            self.ndp.join(iface, solicited_node(addr), now)
         if not skip_dad:
             self.ndp.start_dad(iface, a, now)
         else:

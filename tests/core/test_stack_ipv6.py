@@ -281,3 +281,10 @@ def test_route_via_link_local_gateway_needs_zone() -> None:
     st.add_route(ip6("2001:db8:99::"), 64, gateway=FE80_1, gw_zone=3, now=clock.now())
     r = st.route_output(ip6("2001:db8:99::5"), 0, None, clock.now())
     assert (r.ifp, r.nexthop, r.nexthop_zone) == (3, FE80_1, 3)
+
+
+def test_without_dad_the_solicited_node_group_is_still_joined() -> None:
+    st, clock = one_stack(dad=False)
+    assert solicited_node(GA_A) in st.interfaces[IF].groups6
+    st.receive(IF, ns_from_b(), clock.now())
+    assert only(frames(st))[1].icmp_type == 136
