@@ -27,7 +27,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+from pyroute2 import IPRoute, NetlinkError, netns
 
 from stack.control.config import PeerConfig, PeerRoute
 
@@ -83,6 +83,72 @@ def run_in_netns(ns: str | None, fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
+MS_REC = 0x4000
+MS_BIND = 0x1000
+MS_SHARED = 1 << 20
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def create_namespace(name: str) -> None:
+    """``ip netns add NAME`` without forking: a helper thread unshares its network
+    namespace and bind-mounts it on /run/netns/NAME (iproute2's layout).
+
+    Forking helpers are avoided on purpose: a forked copy of the daemon shares the
+    event loop's signal wakeup fd and inherits its signal handlers.
+    """
+    directory = NETNS_DIR
+    path = os.path.join(directory, name)
+    os.makedirs(directory, exist_ok=True)
+
+    def run() -> None:
+        libc = _libc()
+        d = directory.encode()
+        # Make the run directory a shared mount point, as iproute2 does.
+        if libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+            _check(libc.mount(d, d, b"none", MS_BIND | MS_REC, None), f"bind mount {directory}")
+            _check(libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), f"share {directory}")
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        try:
+            _check(libc.unshare(CLONE_NEWNET), "unshare")
+            _check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                   f"mount {path}")
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+
+    box: dict[str, BaseException] = {}
+
+    def guarded() -> None:
+        try:
+            run()
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=guarded, name=f"netns-create-{name}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+
+
+def open_rtnl(ns: str | None) -> IPRoute:
+    """An rtnetlink socket in namespace ``ns`` (socket made by a setns thread, no fork)."""
+    if ns is None:
+        return IPRoute()
+    sock = run_in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+    return IPRoute(use_socket=sock)
+
+
 def write_sysctl(ns: str | None, ifname: str, key: str, value: int) -> None:
     path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
 
@@ -124,14 +190,14 @@ class PeerSetup:
         self._sockets: dict[str | None, IPRoute] = {}
         self.created_namespaces: list[str] = []
         self._settle: list[tuple[str | None, str]] = []   # (netns, ifname) whose DAD to await
+        self._cancel = threading.Event()
 
     # -- sockets ------------------------------------------------------------
 
     def _ipr(self, ns: str | None) -> IPRoute:
         ipr = self._sockets.get(ns)
         if ipr is None:
-            ipr = IPRoute() if ns is None else NetNS(ns)
-            self._sockets[ns] = ipr
+            ipr = self._sockets[ns] = open_rtnl(ns)
         return ipr
 
     def _close_sockets(self) -> None:
@@ -153,7 +219,7 @@ class PeerSetup:
         if namespace_exists(name):
             return
         try:
-            netns.create(name)
+            create_namespace(name)
         except Exception as e:
             raise PeerSetupError(f"cannot create network namespace {name}: {_strerror(e)}") from None
         self.created_namespaces.append(name)
@@ -213,30 +279,30 @@ class PeerSetup:
     def wait_settled(self, timeout: float = 10.0) -> list[str]:
         """Wait until no kernel-side IPv6 address on our TAPs is tentative.
 
-        Runs in a worker thread with fresh sockets. Returns what is still tentative
-        at the timeout (empty when all settled).
+        Runs in a worker thread. Each namespace is polled from a short-lived thread
+        that joined it with setns (no fork: a forked helper would share the event
+        loop's signal wakeup fd). Returns what is still tentative at the timeout.
         """
         deadline = time.monotonic() + timeout
-        pending = list(self._settle)
-        socks: dict[str | None, IPRoute] = {}
-        try:
+        by_ns: dict[str | None, list[str]] = {}
+        for ns, ifname in self._settle:
+            by_ns.setdefault(ns, []).append(ifname)
+        left: list[str] = []
+        for ns, names in by_ns.items():
+            left += run_in_netns(ns, partial(self._poll_settled, names, deadline))
+        return left
+
+    def _poll_settled(self, names: list[str], deadline: float) -> list[str]:
+        pending = list(names)
+        # The socket is made here, inside the namespace thread, so it belongs to that namespace.
+        with IPRoute(use_socket=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)) as ipr:
             while pending:
-                still = []
-                for ns, ifname in pending:
-                    ipr = socks.get(ns)
-                    if ipr is None:
-                        ipr = socks[ns] = IPRoute() if ns is None else NetNS(ns)
-                    if self._tentative(ipr, ifname):
-                        still.append((ns, ifname))
-                pending = still
+                pending = [n for n in pending if self._tentative(ipr, n)]
                 if not pending or time.monotonic() >= deadline:
                     break
-                time.sleep(0.05)
-        finally:
-            for s in socks.values():
-                with contextlib.suppress(Exception):
-                    s.close()
-        return [name for _, name in pending]
+                if self._cancel.wait(0.05):
+                    break
+        return pending
 
     @staticmethod
     def _tentative(ipr: IPRoute, ifname: str) -> bool:
@@ -251,6 +317,10 @@ class PeerSetup:
             if flags & IFA_F_TENTATIVE and not flags & IFA_F_DADFAILED:
                 return True
         return not have_ll      # the link-local appears shortly after link up
+
+    def cancel_wait(self) -> None:
+        """Make a running ``wait_settled`` return at once."""
+        self._cancel.set()
 
     # -- cleanup ---------------------------------------------------------------
 

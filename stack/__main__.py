@@ -1,0 +1,7 @@
+"""``python -m stack``: the ``tapstack`` command."""
+
+import sys
+
+from stack.control.cli import main
+
+sys.exit(main())

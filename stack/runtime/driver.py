@@ -1,0 +1,229 @@
+"""The event loop around the core: TAP fds in, frames out, one timer.
+
+``Driver`` registers ``add_reader`` for each TAP fd. A readable fd is read until it is
+empty or ``batch`` frames were read; each frame goes to ``stack.receive(ifindex,
+frame, now)``. After every batch, timer and control call, ``service()`` writes
+``stack.drain_tx()`` to the TAPs, hands ``stack.drain_events()`` to the listeners,
+forwards core notes to ``logging``, and schedules one ``loop.call_later`` at
+``stack.poll_at()``: the delay is ``deadline - clock.now()`` so ``loop.time()`` and
+core Instants never mix (GUIDE §5).
+
+Listeners (``add_listener(cb)``, ``cb(events: list[object])``) run after core returned,
+never inside a core call; a listener may call core again (its output is flushed in the
+same ``service()``). Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
+conditions such as "the stack is ready".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stack.link.pcap import PcapSet
+from stack.link.tap import LinkGone, TapLink
+
+log = logging.getLogger("tapstack.driver")
+core_log = logging.getLogger("tapstack.core")
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+MAX_SERVICE_ROUNDS = 64
+
+
+class MonotonicClock:
+    """Core time from ``time.monotonic_ns()``."""
+
+    def now(self) -> int:
+        return time.monotonic_ns()
+
+
+Listener = Callable[[list[object]], None]
+
+
+class Driver:
+    def __init__(self, stack: Any, clock: Any, loop: asyncio.AbstractEventLoop, *, batch: int = 64,
+                 pcap: PcapSet | None = None) -> None:
+        self.stack = stack
+        self.clock = clock
+        self.loop = loop
+        self.batch = batch
+        self.pcap = pcap
+        self.links: dict[int, TapLink] = {}
+        self.gone: dict[int, TapLink] = {}
+        self._listeners: list[Listener] = []
+        self._watchers: list[Callable[[], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._servicing = False
+        self._again = False
+        self.running = False
+        self.tx_no_link = 0
+        self.listener_errors = 0
+        if pcap is not None and hasattr(stack, "loop_tap"):
+            stack.loop_tap = lambda frame: pcap.write("lo", frame)
+
+    # -- setup -------------------------------------------------------------
+
+    def add_link(self, ifindex: int, link: TapLink) -> None:
+        self.links[ifindex] = link
+        if self.running:
+            self.loop.add_reader(link.fileno(), self._on_readable, ifindex)
+
+    def add_listener(self, cb: Listener) -> None:
+        self._listeners.append(cb)
+
+    def remove_listener(self, cb: Listener) -> None:
+        if cb in self._listeners:
+            self._listeners.remove(cb)
+
+    def add_watcher(self, cb: Callable[[], None]) -> None:
+        self._watchers.append(cb)
+
+    def remove_watcher(self, cb: Callable[[], None]) -> None:
+        if cb in self._watchers:
+            self._watchers.remove(cb)
+
+    def start(self) -> None:
+        self.running = True
+        for ifindex, link in self.links.items():
+            self.loop.add_reader(link.fileno(), self._on_readable, ifindex)
+        self.service()
+
+    def stop(self) -> None:
+        self.running = False
+        for link in self.links.values():
+            if not link.closed:
+                self.loop.remove_reader(link.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- input ---------------------------------------------------------------
+
+    def _on_readable(self, ifindex: int) -> None:
+        link = self.links.get(ifindex)
+        if link is None:
+            return
+        try:
+            frames = link.read_batch(self.batch)
+        except LinkGone as e:
+            self._link_gone(ifindex, e)
+            return
+        if frames:
+            now = self.clock.now()
+            receive = self.stack.receive
+            pcap = self.pcap
+            if pcap is not None:
+                ts = time.time_ns()
+                for frame in frames:
+                    pcap.write(link.name, frame, ts)
+                    receive(ifindex, frame, now)
+            else:
+                for frame in frames:
+                    receive(ifindex, frame, now)
+        self.service()
+
+    def _link_gone(self, ifindex: int, e: LinkGone) -> None:
+        link = self.links.pop(ifindex)
+        self.gone[ifindex] = link
+        if not link.closed:
+            self.loop.remove_reader(link.fileno())
+            link.close()
+        log.warning("%s: TAP device went away (%s); interface is down", link.name, e)
+        set_link = getattr(self.stack, "set_link", None)
+        if set_link is not None:
+            set_link(ifindex, False, self.clock.now())
+        self.service()
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.stack.poll(self.clock.now())
+        self.service()
+
+    # -- output ----------------------------------------------------------------
+
+    def service(self) -> None:
+        """Flush what core produced; safe to call from listeners and handlers."""
+        if self._servicing:
+            self._again = True
+            return
+        self._servicing = True
+        try:
+            for _ in range(MAX_SERVICE_ROUNDS):
+                self._again = False
+                self._write(self.stack.drain_tx())
+                events = self.stack.drain_events()
+                if events:
+                    self._deliver(events)
+                self._forward_notes()
+                if not self._again and not self.stack.tx and not self.stack.events:
+                    break
+        finally:
+            self._servicing = False
+        self._reschedule()
+        for watcher in list(self._watchers):
+            try:
+                watcher()
+            except Exception:
+                log.exception("watcher failed")
+
+    def _write(self, tx: list[tuple[int, bytes]]) -> None:
+        if not tx:
+            return
+        pcap = self.pcap
+        ts = time.time_ns() if pcap is not None else 0
+        for ifindex, frame in tx:
+            link = self.links.get(ifindex)
+            if link is None:
+                self.tx_no_link += 1
+                continue
+            if pcap is not None:
+                pcap.write(link.name, frame, ts)
+            try:
+                link.write(frame)     # a full queue / down link is counted by the link
+            except LinkGone as e:
+                self._link_gone(ifindex, e)
+
+    def _deliver(self, events: list[object]) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(events)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("event listener failed")
+
+    def _forward_notes(self) -> None:
+        notes = getattr(self.stack, "log", None)
+        if not notes:
+            return
+        batch = list(notes)
+        notes.clear()
+        for level, message in batch:
+            core_log.log(LEVELS.get(level, logging.INFO), "%s", message)
+
+    def _reschedule(self) -> None:
+        at = self.stack.poll_at()
+        if at is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = None
+            return
+        if self._timer is not None and self._timer_at == at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0, at - self.clock.now()) / 1e9
+        self._timer_at = at
+        self._timer = self.loop.call_later(delay, self._tick)
+
+    # -- introspection -----------------------------------------------------------
+
+    def link_counters(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for link in list(self.links.values()) + list(self.gone.values()):
+            out[link.name] = link.counters()
+        return out
