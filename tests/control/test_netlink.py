@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -74,7 +75,7 @@ def test_failure_midway_is_undone() -> None:
     link = TapLink(tap)
     ps = PeerSetup()
     try:
-        with pytest.raises(PeerSetupError, match="peer route '203.0.113.0/24 via 2001:db8:9::9'"):
+        with pytest.raises(PeerSetupError, match=re.escape("peer route '203.0.113.0/24 via 2001:db8:9::9'")):
             ps.setup(tap, peer, 1500)
         ps.cleanup()
         assert "2001:db8:ff::1" not in _ip(ns, "-6", "route")
