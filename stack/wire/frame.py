@@ -100,27 +100,40 @@ if BACKEND == "native":
     assert _ffi.sizeof("struct tsk_frame") == _OUT.size
 
 
+# Output structs are recycled through a free list instead of allocated per call
+# (ffi.new + ffi.buffer cost ~0.3 µs, a quarter of the whole parse). list.pop
+# and list.append are atomic, so concurrent callers (cffi drops the GIL during
+# the call) never share a struct; the list holds one entry per concurrent caller.
+_free: list[tuple[Any, Any]] = []
+_new_frame = tuple.__new__
+
+
 def _parse_native(buf: bytes) -> Frame | None:
     """One C call; None when the shape is not handled there."""
-    # A fresh struct per call: cffi drops the GIL during the call, so a shared
-    # scratch struct would not be safe, and this costs ~0.1 µs.
-    out = _ffi.new(_OUT_TYPE)
+    try:
+        out, raw = _free.pop()
+    except IndexError:
+        out = _ffi.new(_OUT_TYPE)
+        raw = _ffi.buffer(out)
     rc = _lib.tsk_parse_frame(buf, len(buf), out)
     if rc:
+        _free.append((out, raw))
         if rc == 1:  # TSK_NOT_HANDLED
             return None
         raise ParseError(_ERRORS[rc])
     (ethertype, version, l3_off, hop_limit, tclass, flow_label, ip_end, proto, l4_off, frag_id, df,
-     sport, dport, icmp_type, icmp_code, csum_ok) = _unpack(_ffi.buffer(out))
+     sport, dport, icmp_type, icmp_code, csum_ok) = _unpack(raw)
+    _free.append((out, raw))
     if version == 6:
         src = buf[22:38]
         dst = buf[38:54]
     else:
         src = buf[26:30]
         dst = buf[30:34]
-    return Frame(buf, buf[0:6], buf[6:12], ethertype, version, l3_off, src, dst, hop_limit, tclass,
-                 flow_label, ip_end, proto, l4_off, (), False, 0, False, frag_id, df == 1,
-                 sport, dport, icmp_type, icmp_code, csum_ok == 1)
+    # tuple.__new__ skips the generated NamedTuple __new__ (same value, ~0.1 µs less).
+    return _new_frame(Frame, (buf, buf[0:6], buf[6:12], ethertype, version, l3_off, src, dst, hop_limit,
+                              tclass, flow_label, ip_end, proto, l4_off, (), False, 0, False, frag_id,
+                              df == 1, sport, dport, icmp_type, icmp_code, csum_ok == 1))
 
 
 def _parse_frame_native(buf: bytes) -> Frame:
