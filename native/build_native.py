@@ -14,6 +14,7 @@ back to the pure-Python twin otherwise; ``TAPSTACK_PURE=1`` forces the fallback.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -52,6 +53,9 @@ def make_ffibuilder(relative: bool = True) -> FFI:
         include_dirs=[_rel(HERE, relative)],
         depends=[_rel(HEADER, relative)],
         extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-fno-strict-aliasing"],
+        # Same file name both ways (_native.cpython-3XY-<platform>.so): with an
+        # abi3 build next to a standalone one, the older could shadow the newer.
+        py_limited_api=False,
     )
     return builder
 
@@ -66,6 +70,9 @@ def build_in_place() -> str:
     os.makedirs(tmpdir, exist_ok=True)
     built = builder.compile(tmpdir=tmpdir, verbose=False)
     dest = os.path.join(ROOT, "stack", os.path.basename(built))
+    for stale in glob.glob(os.path.join(ROOT, "stack", "_native.*")):
+        if stale != dest and stale.endswith((".so", ".pyd")):
+            os.remove(stale)  # e.g. an abi3 build from an older setup
     shutil.copyfile(built, dest)
     return dest
 
