@@ -1,0 +1,200 @@
+"""Send buffer, receive buffer and the out-of-order reassembly queue.
+
+RFC 9293 §3.8.6 (windows), RFC 2018 §4 (which SACK blocks a receiver reports).
+
+Invariants: sequence numbers are unwrapped ints (see ``seq.py``). Buffers are
+``bytearray``s trimmed at the front with ``del buf[:n]``, which CPython does in
+O(1) amortized (it moves the start pointer), so neither acknowledging nor
+reading costs a copy of what remains. Bytes are copied exactly once on the way
+in and once on the way out. The reassembly queue keeps disjoint, non-adjacent
+ranges, so an in-order run behind a hole grows one ``bytearray`` in place
+instead of re-merging (no O(n^2) during loss recovery), and is bounded both in
+bytes and in ranges; what does not fit is refused and counted by the caller.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+Buffer = bytes | bytearray | memoryview
+
+
+class SendBuffer:
+    """Bytes from SND.UNA on: sent-but-unacknowledged, then not yet sent."""
+
+    __slots__ = ("data", "limit", "seq")
+
+    def __init__(self, seq: int, limit: int) -> None:
+        self.data = bytearray()
+        self.seq = seq          # sequence number of data[0]
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def end(self) -> int:
+        """Sequence number just after the last queued byte."""
+        return self.seq + len(self.data)
+
+    def space(self) -> int:
+        return max(0, self.limit - len(self.data))
+
+    def append(self, data: Buffer) -> int:
+        """Queue as much of ``data`` as fits; returns the number of bytes taken."""
+        n = min(len(data), self.space())
+        if n:
+            self.data += data[:n] if n < len(data) else data
+        return n
+
+    def ack(self, upto: int) -> int:
+        """Drop bytes below ``upto``; returns how many were freed."""
+        n = min(upto - self.seq, len(self.data))
+        if n <= 0:
+            return 0
+        del self.data[:n]
+        self.seq += n
+        return n
+
+    def read(self, seq: int, n: int) -> bytes:
+        off = seq - self.seq
+        assert off >= 0, "reading below SND.UNA"
+        return bytes(self.data[off : off + n])
+
+
+class ReceiveBuffer:
+    """In-order bytes the application has not read yet."""
+
+    __slots__ = ("data", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def space(self) -> int:
+        return max(0, self.limit - len(self.data))
+
+    def append(self, data: Buffer) -> None:
+        self.data += data
+
+    def read(self, max_bytes: int) -> bytes:
+        n = min(max_bytes, len(self.data))
+        if n == len(self.data):
+            out = bytes(self.data)
+            self.data.clear()
+            return out
+        out = bytes(self.data[:n])
+        del self.data[:n]
+        return out
+
+
+class ReassemblyQueue:
+    """Out-of-order data above RCV.NXT as sorted disjoint ranges [start, end)."""
+
+    __slots__ = ("chunks", "ends", "last_seq", "limit", "max_ranges", "size", "starts")
+
+    def __init__(self, limit: int, max_ranges: int = 64) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.chunks: list[bytearray] = []
+        self.size = 0              # bytes held
+        self.limit = limit
+        self.max_ranges = max_ranges
+        self.last_seq = -1         # a byte of the most recently queued segment (RFC 2018 §4)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def insert(self, seq: int, data: Buffer) -> bool:
+        """Add ``data`` at ``seq``; False (nothing stored) when it would exceed a bound."""
+        end = seq + len(data)
+        starts, ends = self.starts, self.ends
+        i = bisect_left(ends, seq)            # first range ending at or after seq
+        j = i
+        while j < len(starts) and starts[j] <= end:
+            j += 1
+        if i == j:
+            if self.size + len(data) > self.limit or len(starts) >= self.max_ranges:
+                return False
+            starts.insert(i, seq)
+            ends.insert(i, end)
+            self.chunks.insert(i, bytearray(data))
+            self.size += len(data)
+        elif not self._merge(i, j, seq, data):
+            return False
+        self.last_seq = seq
+        return True
+
+    def _merge(self, i: int, j: int, seq: int, data: Buffer) -> bool:
+        starts, ends, chunks = self.starts, self.ends, self.chunks
+        end = seq + len(data)
+        new_start, new_end = min(starts[i], seq), max(ends[j - 1], end)
+        held = sum(ends[k] - starts[k] for k in range(i, j))
+        added = (new_end - new_start) - held
+        if self.size + added > self.limit:
+            return False
+        if j == i + 1 and starts[i] <= seq:
+            # Common case: extends (or repeats) one range to the right; grow in place.
+            if end > ends[i]:
+                chunks[i] += data[ends[i] - seq :]
+                ends[i] = end
+        else:
+            merged = bytearray()
+            cursor = new_start
+            for k in range(i, j):
+                if cursor < starts[k]:
+                    merged += data[cursor - seq : starts[k] - seq]
+                merged += chunks[k]
+                cursor = ends[k]
+            if cursor < end:
+                merged += data[cursor - seq :]
+            starts[i:j] = [new_start]
+            ends[i:j] = [new_end]
+            chunks[i:j] = [merged]
+        self.size += added
+        return True
+
+    def pop_ready(self, rcv_nxt: int) -> bytearray | None:
+        """Remove and return the data that continues at ``rcv_nxt``, if any."""
+        out: bytearray | None = None
+        starts, ends, chunks = self.starts, self.ends, self.chunks
+        while starts and starts[0] <= rcv_nxt:
+            start, end, chunk = starts.pop(0), ends.pop(0), chunks.pop(0)
+            self.size -= end - start
+            if end <= rcv_nxt:
+                continue
+            tail = chunk if start == rcv_nxt else chunk[rcv_nxt - start :]
+            if out is None:
+                out = tail
+            else:
+                out += tail
+            rcv_nxt = end
+        return out
+
+    def sack_blocks(self, limit: int = 4) -> tuple[tuple[int, int], ...]:
+        """RFC 2018 §4: the first block holds the most recent segment, then the
+        others (highest first: those the sender is likeliest not to know yet)."""
+        if not self.starts:
+            return ()
+        first = bisect_left(self.ends, self.last_seq + 1)
+        if first >= len(self.starts) or self.starts[first] > self.last_seq:
+            first = len(self.starts) - 1
+        blocks = [(self.starts[first], self.ends[first])]
+        for k in range(len(self.starts) - 1, -1, -1):
+            if len(blocks) >= limit:
+                break
+            if k != first:
+                blocks.append((self.starts[k], self.ends[k]))
+        return tuple(blocks)
+
+    def highest(self) -> int | None:
+        return self.ends[-1] if self.ends else None
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+        self.chunks.clear()
+        self.size = 0
