@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stack.link.faults import FaultConfig
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,6 +109,7 @@ class InterfaceConfig:
     offload: bool = False
     neighbors: tuple[NeighborConfig, ...] = ()
     peer: PeerConfig | None = None
+    faults: FaultConfig | None = None   # [interface.faults]: seeded impairments on this link
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,9 @@ class _Parser:
 
 
 _TOP_KEYS = ("name", "forwarding", "loopback", "interface", "route", "services", "forward", "limits")
-_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "neighbors", "peer")
+_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "neighbors", "peer", "faults")
+_FAULT_FLOATS = ("loss", "duplicate", "reorder", "corrupt", "delay_ms", "jitter_ms", "reorder_ms")
+_FAULT_KEYS = (*_FAULT_FLOATS, "limit", "seed", "direction")
 _PEER_KEYS = ("netns", "addresses", "routes", "nodad", "sysctl", "mtu")
 _ROUTE_KEYS = ("to", "via", "dev", "src")
 
@@ -395,8 +400,9 @@ def _interfaces(p: _Parser, v: object) -> tuple[InterfaceConfig, ...]:
         offload = p.boolean(t["offload"], f"{kp}.offload") if "offload" in t else False
         neighbors = p.array(t.get("neighbors", []), f"{kp}.neighbors", lambda v, k: _neighbor(p, v, k))
         peer = _peer(p, t["peer"], f"{kp}.peer", name) if "peer" in t else None
+        faults = _faults(p, t["faults"], f"{kp}.faults") if "faults" in t else None
         out.append(InterfaceConfig(name=name, mac=mac, mtu=mtu, addresses=addresses, accept_ra=accept_ra,
-                                   offload=offload, neighbors=neighbors, peer=peer))
+                                   offload=offload, neighbors=neighbors, peer=peer, faults=faults))
     return tuple(out)
 
 
@@ -406,6 +412,28 @@ def _no_duplicates(p: _Parser, addresses: tuple[IfAddress, ...], keypath: str) -
         if a.address in seen:
             raise p.fail(f"{keypath}[{i}]", f"duplicate address {a.address}")
         seen.add(a.address)
+
+
+def _faults(p: _Parser, v: object, kp: str) -> FaultConfig:
+    t = p.table(v, kp, _FAULT_KEYS)
+    kw: dict[str, Any] = {}
+    for key in _FAULT_FLOATS:
+        if key in t:
+            val = t[key]
+            if isinstance(val, bool) or not isinstance(val, int | float):
+                raise p.fail(f"{kp}.{key}", f"expected a number, got {_type_name(val)}")
+            kw[key] = float(val)
+    if "limit" in t:
+        kw["limit"] = p.integer(t["limit"], f"{kp}.limit", 1, 10_000_000)
+    if "seed" in t:
+        kw["seed"] = p.integer(t["seed"], f"{kp}.seed", 0, 2**63 - 1)
+    if "direction" in t:
+        kw["direction"] = p.string(t["direction"], f"{kp}.direction")
+    cfg = FaultConfig(**kw)
+    for problem in cfg.validate():
+        key, _, text = problem.partition(": ")
+        raise p.fail(f"{kp}.{key}", text)
+    return cfg
 
 
 def _neighbor(p: _Parser, v: object, kp: str) -> NeighborConfig:

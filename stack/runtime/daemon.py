@@ -198,6 +198,10 @@ class Daemon:
         driver = Driver(self.stack, self.clock, loop, pcap=self.pcap)
         for name, tap in self.taps.items():
             driver.add_link(self.stack.ifindex(name), tap)
+        for iface in self.cfg.interfaces:
+            if iface.faults is not None and iface.faults.active():
+                driver.set_faults(self.stack.ifindex(iface.name), iface.faults)
+                log.info("%s: fault injection %s", iface.name, iface.faults)
         ctx = Context(stack=self.stack, clock=self.clock, loop=loop, driver=driver, config=self.cfg)
         from stack.control.commands import load_plugins
         load_plugins()

@@ -10,18 +10,23 @@ core Instants never mix (GUIDE §5).
 
 Listeners (``add_listener(cb)``, ``cb(events: list[object])``) run after core returned,
 never inside a core call; a listener may call core again (its output is flushed in the
-same ``service()``). Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
+same ``service()``). ``set_faults(ifindex, FaultConfig)`` puts a seeded fault injector
+(``stack.link.faults``) on a link's receive and/or transmit side; its held frames
+share the one timer. pcap files show the wire, i.e. frames before rx faults and after
+tx faults. Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
 conditions such as "the stack is ready".
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
 
@@ -60,6 +65,8 @@ class Driver:
         self._again = False
         self.running = False
         self.tx_no_link = 0
+        self.faults_rx: dict[int, FaultInjector] = {}
+        self.faults_tx: dict[int, FaultInjector] = {}
         self.listener_errors = 0
         if pcap is not None and hasattr(stack, "loop_tap"):
             stack.loop_tap = lambda frame: pcap.write("lo", frame)
@@ -70,6 +77,13 @@ class Driver:
         self.links[ifindex] = link
         if self.running:
             self.loop.add_reader(link.fileno(), self._on_readable, ifindex)
+
+    def set_faults(self, ifindex: int, cfg: FaultConfig) -> None:
+        """Impair link ``ifindex`` (direction from ``cfg``); tx uses seed + 1."""
+        if cfg.direction in ("rx", "both"):
+            self.faults_rx[ifindex] = FaultInjector(cfg)
+        if cfg.direction in ("tx", "both"):
+            self.faults_tx[ifindex] = FaultInjector(dataclasses.replace(cfg, seed=cfg.seed + 1))
 
     def add_listener(self, cb: Listener) -> None:
         self._listeners.append(cb)
@@ -113,16 +127,19 @@ class Driver:
             return
         if frames:
             now = self.clock.now()
-            receive = self.stack.receive
             pcap = self.pcap
             if pcap is not None:
                 ts = time.time_ns()
                 for frame in frames:
                     pcap.write(link.name, frame, ts)
-                    receive(ifindex, frame, now)
-            else:
+            inj = self.faults_rx.get(ifindex)
+            if inj is not None:
                 for frame in frames:
-                    receive(ifindex, frame, now)
+                    inj.offer(frame, now)
+                frames = inj.due(now)
+            receive = self.stack.receive
+            for frame in frames:
+                receive(ifindex, frame, now)
         self.service()
 
     def _link_gone(self, ifindex: int, e: LinkGone) -> None:
@@ -140,7 +157,14 @@ class Driver:
     def _tick(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.stack.poll(self.clock.now())
+        now = self.clock.now()
+        for ifindex, inj in list(self.faults_rx.items()):
+            for frame in inj.due(now):
+                if ifindex in self.links:
+                    self.stack.receive(ifindex, frame, now)
+        for ifindex, inj in list(self.faults_tx.items()):
+            self._write_now(ifindex, inj.due(now))
+        self.stack.poll(now)
         self.service()
 
     # -- output ----------------------------------------------------------------
@@ -173,19 +197,36 @@ class Driver:
     def _write(self, tx: list[tuple[int, bytes]]) -> None:
         if not tx:
             return
+        if self.faults_tx:
+            now = self.clock.now()
+            for ifindex, frame in tx:
+                inj = self.faults_tx.get(ifindex)
+                if inj is None:
+                    self._write_now(ifindex, [frame])
+                else:
+                    inj.offer(frame, now)
+                    self._write_now(ifindex, inj.due(now))
+            return
+        for ifindex, frame in tx:
+            self._write_now(ifindex, [frame])
+
+    def _write_now(self, ifindex: int, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        link = self.links.get(ifindex)
+        if link is None:
+            self.tx_no_link += len(frames)
+            return
         pcap = self.pcap
         ts = time.time_ns() if pcap is not None else 0
-        for ifindex, frame in tx:
-            link = self.links.get(ifindex)
-            if link is None:
-                self.tx_no_link += 1
-                continue
+        for frame in frames:
             if pcap is not None:
                 pcap.write(link.name, frame, ts)
             try:
                 link.write(frame)     # a full queue / down link is counted by the link
             except LinkGone as e:
                 self._link_gone(ifindex, e)
+                return
 
     def _deliver(self, events: list[object]) -> None:
         for cb in list(self._listeners):
@@ -204,8 +245,16 @@ class Driver:
         for level, message in batch:
             core_log.log(LEVELS.get(level, logging.INFO), "%s", message)
 
+    def _next_deadline(self) -> int | None:
+        at: int | None = self.stack.poll_at()
+        for inj in (*self.faults_rx.values(), *self.faults_tx.values()):
+            t = inj.next_at()
+            if t is not None and (at is None or t < at):
+                at = t
+        return at
+
     def _reschedule(self) -> None:
-        at = self.stack.poll_at()
+        at = self._next_deadline()
         if at is None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -223,7 +272,13 @@ class Driver:
     # -- introspection -----------------------------------------------------------
 
     def link_counters(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for link in list(self.links.values()) + list(self.gone.values()):
-            out[link.name] = link.counters()
+        out: dict[str, dict[str, int]] = {}
+        for ifindex, link in [*self.links.items(), *self.gone.items()]:
+            counters = link.counters()
+            for direction, table in (("rx", self.faults_rx), ("tx", self.faults_tx)):
+                inj = table.get(ifindex)
+                if inj is not None:
+                    counters.update({f"faults_{direction}_{k}": v
+                                     for k, v in dataclasses.asdict(inj.counters).items()})
+            out[link.name] = counters
         return out

@@ -207,3 +207,22 @@ def test_exact_message_from_the_contract() -> None:
 def test_single_interface_link_local_gateway_gets_the_zone() -> None:
     c = parse_config(IF + '[[route]]\nto = "203.0.113.0/24"\nvia = "fe80::1"', "f")
     assert c.routes[0].via_zone == "tap0"
+
+
+def test_faults_table() -> None:
+    c = parse_config(IF + '[interface.faults]\nloss = 0.05\ndelay_ms = 2\nseed = 7\ndirection = "tx"\n', "f")
+    f = c.interfaces[0].faults
+    assert f is not None and f.loss == 0.05 and f.delay_ms == 2.0 and f.seed == 7 and f.direction == "tx"
+
+
+@pytest.mark.parametrize("body, keypath, problem", [
+    ("loss = 2", "interface[0].faults.loss", "not a probability"),
+    ('loss = "x"', "interface[0].faults.loss", "expected a number"),
+    ('direction = "up"', "interface[0].faults.direction", "not one of"),
+    ("delay_ms = -1", "interface[0].faults.delay_ms", "negative"),
+    ("bogus = 1", "interface[0].faults.bogus", "unknown key"),
+])
+def test_fault_errors(body: str, keypath: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(IF + "[interface.faults]\n" + body + "\n", "f")
+    assert e.value.keypath == keypath and problem in e.value.problem
