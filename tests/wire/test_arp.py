@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.wire.addr import BROADCAST_MAC, ip4, mac
 from stack.wire.arp import OP_REPLY, OP_REQUEST, ArpPacket, arp_frame, build_arp_request
@@ -47,3 +51,13 @@ def test_truncated() -> None:
 def test_pack_validates_lengths() -> None:
     with pytest.raises(ValueError):
         ArpPacket(OP_REQUEST, MAC_A[:5], bytes(4), bytes(6), bytes(4)).pack()
+
+
+PARSERS_UNDER_FUZZ = (lambda b, o, e: ArpPacket.parse(b[:e], o),)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.wire.addr import mac
 from stack.wire.errors import ParseError
@@ -41,3 +45,13 @@ def test_padding_and_address_kinds() -> None:
     assert len(eth_frame(B, A, 0x0806, bytes(28))) == 42
     assert is_multicast_mac(B) and not is_multicast_mac(A)
     assert is_broadcast_mac(b"\xff" * 6) and is_multicast_mac(b"\xff" * 6)
+
+
+PARSERS_UNDER_FUZZ = (lambda b, o, e: EthernetHeader.parse(b[:e], o),)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP
 
 from stack.wire.addr import ip4
@@ -85,3 +89,13 @@ def test_parse_errors() -> None:
         parse_echo4(msg, 0, 7)
     with pytest.raises(ParseError, match="icmp_error_short_quote"):
         parse_error4(msg, 0, 27)
+
+
+PARSERS_UNDER_FUZZ = (parse_icmpv4, parse_echo4, parse_error4)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

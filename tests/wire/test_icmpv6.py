@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet6 import ICMPv6PacketTooBig, ICMPv6ParamProblem, ICMPv6TimeExceeded, ICMPv6Unknown, IPv6
 
 from stack.wire.addr import ip6
@@ -90,3 +94,13 @@ def test_parse_error6_fixture() -> None:
         parse_error6(buf, f.l4_off, f.l4_off + 47)
     with pytest.raises(ParseError, match="icmp_truncated"):
         parse_error6(buf, f.l4_off, f.l4_off + 4)
+
+
+PARSERS_UNDER_FUZZ = (parse_echo6, parse_error6)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

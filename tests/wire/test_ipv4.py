@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,3 +121,13 @@ def test_df_and_tiny_mtu_refuse() -> None:
     with pytest.raises(ValueError):
         fragment_ipv4(build_ipv4(S, D, 17, bytes(2000)), 24)
     assert fragment_ipv4(build_ipv4(S, D, 17, bytes(10), df=True), 1500)[0][6] & 0x40
+
+
+PARSERS_UNDER_FUZZ = (iter_options, lambda b, o, e: Ipv4Header.parse(b[:e], o))
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

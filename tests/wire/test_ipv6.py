@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -150,3 +152,13 @@ def test_fragmenting_a_fragment_or_a_tiny_mtu_is_refused() -> None:
         fragment_ipv6(build_ipv6(S, D, PROTO_FRAGMENT, bytes(8) + bytes(2000)), 1280, 1)
     with pytest.raises(ValueError):
         fragment_ipv6(build_ipv6(S, D, 17, bytes(200)), 50, 1)
+
+
+PARSERS_UNDER_FUZZ = (iter_options, FragmentHeader.parse, lambda b, o, e: Ipv6Header.parse(b[:e], o))
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

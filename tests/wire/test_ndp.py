@@ -3,7 +3,11 @@ builders vs scapy where the fixtures do not already cover them, MLD."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet6 import (
     ICMPv6MLDMultAddrRec,
     ICMPv6MLReport2,
@@ -195,3 +199,14 @@ def test_mld_queries() -> None:
     for cut in (end - 1, off + 27, off + 25, off + 23):
         with pytest.raises(ParseError):
             parse_mld_query(buf, off, cut)
+
+
+PARSERS_UNDER_FUZZ = (parse_nd_options, parse_ns, parse_na, parse_rs, parse_ra, parse_redirect, parse_mld_query,
+                      parse_mldv2_report)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 
@@ -61,3 +65,13 @@ def test_bad_arguments() -> None:
         build_udp(S4, D6, 1, 2, b"")
     with pytest.raises(ValueError):
         build_udp(S4, D4, 1, 2, bytes(65530))
+
+
+PARSERS_UNDER_FUZZ = (UdpHeader.parse, parse_ports)
+@settings(max_examples=200, deadline=None)
+@given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
+def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
+    end = off + extra
+    for parser in PARSERS_UNDER_FUZZ:
+        with contextlib.suppress(ParseError):
+            parser(buf, off, end)
