@@ -137,6 +137,8 @@ def _parse_native(buf: bytes) -> Frame | None:
 
 
 def _parse_frame_native(buf: bytes) -> Frame:
+    """Parse one Ethernet frame (C for the common shapes, else the slow path);
+    raises ParseError with the reasons in the module docstring."""
     if type(buf) is not bytes:
         buf = bytes(buf)
     f = _parse_native(buf)
@@ -147,6 +149,5 @@ if BACKEND == "native":
     parse_frame = _parse_frame_native
 else:
     parse_frame = parse_frame_pure
-parse_frame.__doc__ = """Parse one Ethernet frame; raises ParseError (reasons in the module docstring)."""
 
 __all__ = ["BACKEND", "MAX_EXT_HEADERS", "REASONS", "parse_frame", "parse_frame_pure"]

@@ -54,6 +54,8 @@ def test_pack_validates_lengths() -> None:
 
 
 PARSERS_UNDER_FUZZ = (lambda b, o, e: ArpPacket.parse(b[:e], o),)
+
+
 @settings(max_examples=200, deadline=None)
 @given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
 def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:

@@ -124,6 +124,8 @@ def test_df_and_tiny_mtu_refuse() -> None:
 
 
 PARSERS_UNDER_FUZZ = (iter_options, lambda b, o, e: Ipv4Header.parse(b[:e], o))
+
+
 @settings(max_examples=200, deadline=None)
 @given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
 def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:

@@ -155,6 +155,8 @@ def test_fragmenting_a_fragment_or_a_tiny_mtu_is_refused() -> None:
 
 
 PARSERS_UNDER_FUZZ = (iter_options, FragmentHeader.parse, lambda b, o, e: Ipv6Header.parse(b[:e], o))
+
+
 @settings(max_examples=200, deadline=None)
 @given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
 def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:

@@ -203,6 +203,8 @@ def test_mld_queries() -> None:
 
 PARSERS_UNDER_FUZZ = (parse_nd_options, parse_ns, parse_na, parse_rs, parse_ra, parse_redirect, parse_mld_query,
                       parse_mldv2_report)
+
+
 @settings(max_examples=200, deadline=None)
 @given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
 def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:

@@ -68,6 +68,8 @@ def test_bad_arguments() -> None:
 
 
 PARSERS_UNDER_FUZZ = (UdpHeader.parse, parse_ports)
+
+
 @settings(max_examples=200, deadline=None)
 @given(buf=st.binary(max_size=160), off=st.integers(0, 170), extra=st.integers(0, 40))
 def test_untrusted_bytes_raise_parse_error_only(buf: bytes, off: int, extra: int) -> None:
