@@ -70,7 +70,8 @@ def netns_exists(ns: str) -> bool:
 class StackProcess:
     """One running daemon and helpers to poke it and its peers."""
 
-    def __init__(self, names: dict[str, str], config_path: Path, workdir: Path, extra_args: list[str]) -> None:
+    def __init__(self, names: dict[str, str], config_path: Path | None, workdir: Path, extra_args: list[str],
+                 prefix: list[str] | None = None) -> None:
         self.names = names
         self.name = names["name"]
         self.config_path = config_path
@@ -79,8 +80,9 @@ class StackProcess:
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("TAPSTACK_RUN_DIR", None)
+        config_args = ["-c", str(config_path)] if config_path is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stack", "run", "-c", str(config_path), *extra_args],
+            [*(prefix or []), sys.executable, "-m", "stack", "run", *config_args, *extra_args],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
         self.ready_line = ""
 

@@ -1,0 +1,39 @@
+"""`tapstack run` without -c: the built-in default, run inside a throwaway namespace so
+that its "host" side (tap0, 2001:db8:1::1, the routes) lives there and nowhere else."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import StackProcess, link_exists, unique_names
+
+pytestmark = pytest.mark.netns
+
+
+def test_default_config_answers_on_tap0(tmp_path: Path) -> None:
+    names = unique_names()
+    ns = names["ns0"]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    sp = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        sp = StackProcess(names, None, tmp_path, ["--name", names["name"]], prefix=["ip", "netns", "exec", ns])
+        assert sp.wait_ready() == f"tapstack: ready name={names['name']} control=/run/tapstack/{names['name']}.sock"
+        assert link_exists("tap0", ns)
+        for cmd in (["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:1::2"],
+                    ["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.2"],
+                    ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:ff::1"],
+                    ["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.1"]):
+            out = sp.run_in_ns(cmd, ns).stdout
+            assert "2 received" in out, out
+        assert sp.stop(signal.SIGTERM) == 0
+        assert not link_exists("tap0", ns)
+        assert not Path(f"/run/tapstack/{names['name']}.sock").exists()
+    finally:
+        if sp is not None:
+            sp.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
