@@ -158,7 +158,7 @@ def prefix_match(a: bytes, b: bytes, plen: int) -> bool:
 
 def common_prefix_len(a: bytes, b: bytes) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         d = x ^ y
         if d == 0:
             n += 8
