@@ -158,3 +158,39 @@ def test_pcap_files_are_readable(tapstack_factory: Factory, tmp_path: Path) -> N
     pkts = rdpcap(str(pcap_dir / f"{sp['tap0']}.pcap"))        # flushed while running
     assert sum(1 for p in pkts if ICMPv6EchoRequest in p) >= 2
     assert sum(1 for p in pkts if ICMPv6EchoReply in p) >= 2
+
+
+def test_restart_after_sigkill(tapstack_factory: Factory) -> None:
+    first = tapstack_factory(ONE_TAP)
+    first.stop(signal.SIGKILL)
+    assert not link_exists(first["tap0"], first["ns0"])        # the TAP died with its fd
+    assert netns_exists(first["ns0"]) and first.socket.exists()  # these cannot clean themselves up
+    second = tapstack_factory(ONE_TAP, names=dict(first.names))
+    out = second.run_in_ns(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::2"]).stdout
+    assert "1 received" in out
+    assert second.stop() == 0
+    assert second.leftovers() == []                             # the adopted namespace is gone too
+
+
+def test_host_runtime_as_async_context_manager(tmp_path: Path) -> None:
+    import asyncio
+
+    import uvloop
+
+    from stack.control.config import parse_config
+    from stack.runtime.host import HostRuntime
+
+    names = unique_names()
+    cfg = parse_config(ONE_TAP.format(**names), "inline.toml")
+
+    async def main() -> str:
+        async with HostRuntime(cfg) as rt:
+            assert rt.stack.ready()
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", names["ns0"], "ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::2",
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            return out.decode()
+
+    assert "1 received" in uvloop.run(main())
+    assert not netns_exists(names["ns0"]) and not link_exists(names["tap0"])
