@@ -268,6 +268,20 @@ class Congestion:
             return start, min(end, start + mss)
         return None
 
+    def rescue(self, una: int, snd_max: int) -> bool:
+        """RFC 6675 §4 NextSeg rule 3, bounded as FACK does: when nothing presumed lost
+        is left to resend and there is no new data, un-SACKed data below the highest
+        SACKed byte is treated as lost. True when that made a new range resendable."""
+        if self.state is not Recovery.FAST or not self.board:
+            return False
+        high = self.board.ends[-1]
+        if high <= self.lost_end:
+            return False
+        for _hole in self.board.holes(max(self.rexmit_high, una, self.lost_end), high):
+            self.lost_end = high
+            return True
+        return False
+
     def retransmitted(self, end: int) -> None:
         self.rexmit_high = max(self.rexmit_high, end)
         self.force_retransmit = False

@@ -69,9 +69,10 @@ class TcpOutput(TcpControlBlock):
                 self._arm_rto(now)
                 continue
             seg = self._next_new_segment(mss, now)
-            if seg is None:
+            if seg is not None:
+                out.append(seg)
+            elif not cc.rescue(una, nxt):
                 break
-            out.append(seg)
         self._arm_persist(now)
 
     def _next_new_segment(self, mss: int, now: int) -> TcpSegment | None:
