@@ -128,8 +128,8 @@ class Congestion:
     """cwnd/ssthresh plus the loss-recovery state of one connection."""
 
     __slots__ = ("board", "ca_acked", "cwnd", "dupacks", "force_retransmit", "initial_segments",
-                 "lost_end", "mss", "recover", "recoveries", "reno_sacked", "rexmit_high", "sack",
-                 "ssthresh", "state")
+                 "lost_end", "lost_retransmits", "mss", "recover", "recoveries", "reno_sacked",
+                 "rexmit_fence", "rexmit_high", "sack", "ssthresh", "state")
 
     def __init__(self, mss: int, snd_una: int, *, sack: bool, initial_segments: int = 10) -> None:
         self.mss = mss
@@ -147,6 +147,8 @@ class Congestion:
         self.board = Scoreboard()
         self.force_retransmit = False
         self.recoveries = 0
+        self.rexmit_fence = snd_una             # SND.MAX when the latest retransmission left
+        self.lost_retransmits = 0
 
     def set_mss(self, mss: int, *, reset_window: bool) -> None:
         self.mss = mss
@@ -200,6 +202,16 @@ class Congestion:
             self._enter_fast_recovery(una, snd_max)
         if self.state is not Recovery.OPEN and boundary is not None:
             self.lost_end = max(self.lost_end, boundary)
+        if self.state is Recovery.FAST and self.rexmit_high > una and self.board \
+                and self.board.ends[-1] >= self.rexmit_fence + DUP_THRESH * self.mss:
+            # Data sent after our latest retransmission was SACKed, yet a resent hole
+            # is still open: that retransmission was lost too (Linux tcp_mark_lost_retrans;
+            # RFC 6675 alone would wait for the RTO). Walk the holes again.
+            for _hole in self.board.holes(una, self.rexmit_high):
+                self.rexmit_high = una
+                self.rexmit_fence = snd_max
+                self.lost_retransmits += 1
+                break
 
     def _enter_fast_recovery(self, una: int, snd_max: int) -> None:
         flight = snd_max - una
@@ -282,6 +294,7 @@ class Congestion:
             return True
         return False
 
-    def retransmitted(self, end: int) -> None:
+    def retransmitted(self, end: int, snd_max: int) -> None:
         self.rexmit_high = max(self.rexmit_high, end)
+        self.rexmit_fence = snd_max
         self.force_retransmit = False

@@ -63,7 +63,7 @@ class TcpOutput(TcpControlBlock):
                 if not cc.force_retransmit and cc.pipe(una, nxt) + (end - start) > cc.cwnd:
                     return
                 out.append(self._range_segment(start, end, now))
-                cc.retransmitted(end)
+                cc.retransmitted(end, nxt)
                 self.stats.count("tcp", "retrans_segs")
                 self.rtt_seq = None                      # Karn: no sample from a resent range
                 self._arm_rto(now)
