@@ -270,7 +270,12 @@ def err(text: str) -> None:
     print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
+QUIET_ON_SUCCESS = {"route_add", "route_del", "neigh_flush"}    # as iproute2: silence is success
+
+
 def _show(cmd: str, data: Any, as_json: bool) -> None:
+    if cmd in QUIET_ON_SUCCESS and not as_json:
+        return
     if as_json:
         print(json.dumps(data, indent=None if isinstance(data, list) else 2))
         return
@@ -289,7 +294,7 @@ def _run_stream(client: ControlClient, cmd: str, args: dict[str, Any], as_json: 
     if first is None:
         raise ControlError("the daemon closed the connection without a reply")
     if not first.get("ok"):
-        raise ControlError(str(first.get("error", "unknown error")))
+        return _failed(first)
     for obj in it:
         if as_json:
             print(json.dumps(obj), flush=True)
@@ -318,8 +323,7 @@ def _run_connect(client: ControlClient, args: dict[str, Any]) -> int:
         if first is None:
             raise ControlError("the daemon closed the connection without a reply")
         if not first.get("ok"):
-            print(str(first.get("error", "connect: unknown error")), file=sys.stderr, flush=True)
-            return 1
+            return _failed(first)
         data = first.get("data") or {}
         token = data.get("pipe") if isinstance(data, dict) else None
         if not token:
@@ -335,6 +339,16 @@ def _run_connect(client: ControlClient, args: dict[str, Any]) -> int:
     if status.get("error"):
         print(str(status["error"]), file=sys.stderr, flush=True)
     return int(status.get("exit", 1 if status.get("error") else 0))
+
+
+def _failed(reply: dict[str, Any]) -> int:
+    """An ``ok: false`` reply: the handler's own text and status when it gave one."""
+    text = str(reply.get("error", "unknown error"))
+    if "exit" in reply:
+        print(text, file=sys.stderr, flush=True)
+        return int(reply["exit"])
+    err(text)
+    return 2
 
 
 def _pump(pipe: Any) -> None:

@@ -7,7 +7,10 @@ Protocol (one connection per request):
 
 * request: ``{"cmd": "NAME", "args": {...}}`` + newline.
 * plain commands: one reply line ``{"ok": true, "data": ...}`` or
-  ``{"ok": false, "error": "text"}``, then the server closes.
+  ``{"ok": false, "error": "text"}``, then the server closes. A handler that raises
+  ``CommandError(text, exit_code=N)`` with N != 2 adds ``"exit": N``: the CLI then prints
+  the text as is (``connect: No route to host``) and exits N; otherwise it prints
+  ``tapstack: text`` and exits 2.
 * streaming commands (``trace``, ``ping``): the ``ok`` reply first, then any number of
   object lines; the client treats ``{"line": s}`` as stdout, ``{"stderr": s}`` as
   stderr, ``{"dropped": n}`` as a lost-lines notice, and ``{"exit": n}`` (optionally
@@ -293,9 +296,12 @@ class ControlServer:
 
     async def _dispatch(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> asyncio.Event | None:
-        async def error(text: str) -> None:
+        async def error(text: str, exit_code: int = 2) -> None:
             self.errors += 1
-            writer.write(_line({"ok": False, "error": text}))
+            reply: dict[str, Any] = {"ok": False, "error": text}
+            if exit_code != 2:
+                reply["exit"] = exit_code
+            writer.write(_line(reply))
             await writer.drain()
 
         try:
@@ -341,7 +347,7 @@ class ControlServer:
             if req.replied:
                 await req.send({"error": e.text, "exit": e.exit_code})
             else:
-                await error(e.text)
+                await error(e.text, e.exit_code)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as e:

@@ -224,3 +224,18 @@ def test_internal_errors_are_replied(served: Served) -> None:
     served.server.register("broken", broken)
     with pytest.raises(ControlError, match="internal error in broken: RuntimeError: kaput"):
         ControlClient("unit", served.path).request("broken")
+
+
+def test_missing_plugin_commands_are_clear_errors(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--name", "unit", "ping", "2001:db8:1::1"]) == 2
+    assert capsys.readouterr().err.startswith("tapstack: unknown command 'ping'")
+    assert main(["--name", "unit", "connect", "2001:db8:1::1", "7"]) == 2
+    assert capsys.readouterr().err.startswith("tapstack: unknown command 'connect'")
+
+
+def test_mutations_are_silent_on_success_unless_json(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--name", "unit", "route", "add", "2001:db8:7::/48", "dev", "tap0"]) == 0
+    assert main(["--name", "unit", "neigh", "flush"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["--name", "unit", "-j", "route", "del", "2001:db8:7::/48"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"deleted": 1}
