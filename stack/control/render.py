@@ -84,8 +84,6 @@ def route_get(r: Any) -> str:
         parts += ["src", str(r["src"])]
     if r.get("gen") is not None:
         parts += ["gen", str(r["gen"])]
-    if r.get("mtu") is not None:
-        parts += ["mtu", str(r["mtu"])]
     return " ".join(parts)
 
 
