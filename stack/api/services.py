@@ -1,0 +1,311 @@
+"""Built-in services and TCP forwards, on every address of the stack.
+
+``start_services(ctx, cfg)`` (called by the daemon and by ``api.Stack``) starts, per
+``[services]``, on TCP and UDP:
+
+* echo (RFC 862): TCP copies input to output until the client's EOF, then closes;
+  UDP answers each datagram with its data.
+* discard (RFC 863): reads and drops.
+* daytime (RFC 867): the date and time as one human-readable ASCII line
+  (``Sunday, November 22, 2026 04:51:37-UTC``, CRLF), then TCP closes; UDP answers any
+  datagram with it.
+* chargen (RFC 864): TCP sends the rotating 72-character line pattern (the 95
+  printable ASCII characters, each line starting one character later, CRLF) until the
+  client goes away; UDP answers each datagram with a random number (0..512) of those
+  characters.
+
+and per ``[[forward]]`` a TCP relay from the stack's ``listen`` port to a host socket
+(``to``, opened with ``asyncio.open_connection`` on the host): both directions, a
+half-close (EOF) is passed on with ``write_eof``, buffers are bounded by the stream
+limits (``drain()`` backpressure on both sides); a failure on either side resets the
+other.
+
+UDP answers leave from the address the request was sent to, so a connected client
+(``nc -u``) accepts them. Returns a ``Services`` object; ``close()`` stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from stack.api import sockets
+from stack.api.hub import Hub
+
+log = logging.getLogger("tapstack.services")
+
+LINE_WIDTH = 72
+PRINTABLE = bytes(range(0x20, 0x7F))       # the 95 printable ASCII characters
+FORWARD_CONNECT_TIMEOUT = 10.0
+RELAY_CHUNK = 64 * 1024
+UDP_CHARGEN_MAX = 512
+
+
+def chargen_line(n: int) -> bytes:
+    """Line ``n`` of RFC 864's pattern: 72 characters starting at offset n, CRLF."""
+    start = n % len(PRINTABLE)
+    doubled = PRINTABLE + PRINTABLE
+    return doubled[start:start + LINE_WIDTH] + b"\r\n"
+
+
+CHARGEN_CYCLE = b"".join(chargen_line(i) for i in range(len(PRINTABLE)))   # 95 lines, then it repeats
+
+
+def daytime_text(now: float | None = None) -> bytes:
+    """RFC 867: 'Weekday, Month Day, Year HH:MM:SS-ZONE' (UTC), CRLF."""
+    t = time.gmtime(now)
+    return time.strftime("%A, %B %d, %Y %H:%M:%S-UTC", t).encode("ascii") + b"\r\n"
+
+
+# ---------------------------------------------------------------------------
+# TCP handlers
+
+
+async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(RELAY_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def tcp_discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while await reader.read(RELAY_CHUNK):
+            pass
+    finally:
+        writer.close()
+
+
+async def tcp_daytime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(daytime_text())
+    writer.close()          # FIN after the line; input is not read
+
+
+async def tcp_chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    block = CHARGEN_CYCLE * 4
+
+    async def drop_input() -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(RELAY_CHUNK):
+                pass
+
+    dropper = asyncio.ensure_future(drop_input())
+    try:
+        while not writer.transport.is_closing():
+            writer.write(block)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        dropper.cancel()
+        writer.close()
+
+
+TCP_HANDLERS: dict[str, Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]] = {
+    "echo": tcp_echo, "discard": tcp_discard, "daytime": tcp_daytime, "chargen": tcp_chargen}
+
+
+# ---------------------------------------------------------------------------
+# UDP
+
+
+class UdpService(asyncio.DatagramProtocol):
+    def __init__(self, hub: Hub, kind: str) -> None:
+        self.hub = hub
+        self.kind = kind
+        self.transport: sockets.DatagramTransport | None = None
+        self.rng = random.Random()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, sockets.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:   # pragma: no cover - see below
+        self.answer(data, addr, None)
+
+    def answer(self, data: bytes, addr: Any, local: bytes | None) -> None:
+        if self.kind == "discard":
+            return
+        if self.kind == "echo":
+            reply = data
+        elif self.kind == "daytime":
+            reply = daytime_text()
+        else:
+            n = self.rng.randint(0, UDP_CHARGEN_MAX)
+            reply = (CHARGEN_CYCLE * (1 + n // len(CHARGEN_CYCLE)))[:n]
+        assert self.transport is not None
+        ep = self.transport.get_extra_info("endpoint")
+        dst, port, zone = self.hub.parse_sockaddr(addr)
+        if local is not None and (local[0] == 0xFF or (len(local) == 4 and local[0] >= 224)):
+            local = None            # asked on a multicast/broadcast address: normal source
+        try:
+            sockets.send_udp_from(self.hub, ep.port, reply, dst, port, zone, local)
+        except OSError as e:
+            log.debug("udp %s: answer to %s failed: %s", self.kind, addr, e)
+
+
+class _UdpServiceTransport(sockets.DatagramTransport):
+    """Hands the request's destination address to the service (for the answer's source)."""
+
+    def _read_ready(self) -> None:
+        hub = self._hub
+        proto = self._protocol
+        assert isinstance(proto, UdpService)
+        while not self._closing:
+            d = self._ep.recv()
+            if d is None:
+                break
+            proto.answer(d.data, hub.sockaddr(d.src, d.sport, d.zone), d.dst)
+
+
+def _udp_service(hub: Hub, kind: str, port: int) -> sockets.DatagramTransport:
+    ep = sockets._route_errors(hub.stack.udp.bind, None, port, 0, 0)
+    transport = _UdpServiceTransport(hub, ep, UdpService(hub, kind))
+    transport._start()
+    return transport
+
+
+# ---------------------------------------------------------------------------
+# TCP forward (relay to a host socket)
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy until EOF, then pass the EOF on (half-close)."""
+    while data := await src.read(RELAY_CHUNK):
+        dst.write(data)
+        await dst.drain()
+    if dst.can_write_eof() and not dst.transport.is_closing():
+        dst.write_eof()
+
+
+class Forward:
+    def __init__(self, services: Services, listen: int, host: str, port: int) -> None:
+        self.services = services
+        self.listen = listen
+        self.host = host
+        self.port = port
+        self.active = 0
+        self.total = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            host_r, host_w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                                    FORWARD_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            log.warning("forward %d -> %s:%d: cannot connect for %s: %s", self.listen, self.host,
+                        self.port, peer[0] if peer else "?", getattr(e, "strerror", None) or e or "timeout")
+            writer.transport.abort()
+            return
+        self.active += 1
+        self.total += 1
+        up = asyncio.ensure_future(_pipe(reader, host_w))
+        down = asyncio.ensure_future(_pipe(host_r, writer))
+        try:
+            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+            if failed:
+                for t in pending:
+                    t.cancel()
+                writer.transport.abort()
+                host_w.transport.abort()
+                return
+            writer.close()
+            host_w.close()
+        except asyncio.CancelledError:
+            up.cancel()
+            down.cancel()
+            writer.transport.abort()
+            host_w.transport.abort()
+            raise
+        finally:
+            self.active -= 1
+
+
+# ---------------------------------------------------------------------------
+
+
+class Services:
+    """The running services and forwards of one stack."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.servers: list[sockets.TcpServer] = []
+        self.udp: list[sockets.DatagramTransport] = []
+        self.forwards: list[Forward] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.problems: list[str] = []
+
+    def _tracked(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+                 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self.tasks.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                if task is not None:
+                    self.tasks.discard(task)
+        return run
+
+    def add_tcp(self, name: str, port: int,
+                handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+        hub = self.hub
+        try:
+            factory = sockets.stream_protocol_factory(hub.loop, 2 ** 16, self._tracked(handler))
+            self.servers.append(sockets.listen(hub, factory, port))
+        except OSError as e:
+            self._problem(f"{name}: cannot listen on TCP port {port}: {e.strerror or e}")
+
+    def add_udp(self, name: str, port: int) -> None:
+        try:
+            self.udp.append(_udp_service(self.hub, name, port))
+        except OSError as e:
+            self._problem(f"{name}: cannot bind UDP port {port}: {e.strerror or e}")
+
+    def _problem(self, text: str) -> None:
+        self.problems.append(text)
+        log.error("%s", text)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for t in self.udp:
+            t.close()
+        for task in list(self.tasks):
+            task.cancel()
+        self.servers.clear()
+        self.udp.clear()
+
+
+def start_services(ctx: Any, cfg: Any) -> Services:
+    """Start ``cfg.services`` and ``cfg.forwards`` on the stack of ``ctx`` (synchronous)."""
+    hub = Hub.of(ctx)
+    services = Services(hub)
+    has_tcp = hub.stack.tcp is not None
+    enabled = cfg.services.enabled()
+    for name, port in enabled.items():
+        if has_tcp:
+            services.add_tcp(name, port, TCP_HANDLERS[name])
+        services.add_udp(name, port)
+    for fwd in cfg.forwards:
+        if not has_tcp:
+            break
+        f = Forward(services, fwd.listen, fwd.to_host, fwd.to_port)
+        services.forwards.append(f)
+        services.add_tcp(f"forward {fwd.listen}", fwd.listen, f.handle)
+    if not has_tcp and (enabled or cfg.forwards):
+        log.warning("this build has no TCP yet: only the UDP services run")
+    if enabled or cfg.forwards:
+        log.info("services: %s%s", ", ".join(f"{k}/{v}" for k, v in enabled.items()) or "none",
+                 "".join(f", forward {f.listen}->{f.host}:{f.port}" for f in services.forwards))
+    hub.kick()
+    return services
