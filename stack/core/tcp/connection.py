@@ -635,10 +635,9 @@ class TcpConnection(TcpOutput):
                               keepalive_interval=interval or cfg.keepalive_interval,
                               keepalive_count=count or cfg.keepalive_count)
         self.keepalive = enabled
-        if not enabled:
-            self.keepalive_at = None
-        elif now is not None:
-            self._arm_keepalive(now)
+        self.keepalive_at = None
+        if enabled:
+            self._wake(now)                                 # armed at the next dispatch
 
     @property
     def recv_queue(self) -> int:

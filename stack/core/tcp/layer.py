@@ -1,5 +1,11 @@
 """The TCP layer: demultiplexing, listeners, connect, resets, timers.
 
+A ``TcpListener`` keeps a SYN queue and an accept queue, both bounded by the
+backlog: a full SYN queue switches to SYN cookies (RFC 4987 §3.6) so that
+legitimate clients keep getting through a SYN flood; a full accept queue
+drops SYNs and handshake-completing ACKs (the peer retransmits, as with
+Linux's default ``tcp_abort_on_overflow = 0``).
+
 RFC 9293 §3.10.7.1 (segments for no connection get a RST), §3.10.7.2
 (LISTEN), RFC 6056 §3.3.1 (ephemeral ports: Algorithm 1, random from the
 injected rng), RFC 6528 (ISNs), RFC 4987 §3.6 (SYN cookies when the SYN queue
@@ -22,13 +28,14 @@ call mark the connection; its output leaves at the next ``poll(now)``, and
 from __future__ import annotations
 
 import errno
+from collections import deque
+from collections.abc import Callable
 from hashlib import blake2s
-from typing import Any
 
+from stack.core.events import Accepted
 from stack.core.ipservice import IpService, OutRoute, RouteError
 from stack.core.stats import Drop
 from stack.core.tcp.connection import TcpConnection
-from stack.core.tcp.listener import Key, TcpListener
 from stack.core.tcp.rtt import ts_clock
 from stack.core.tcp.seq import (
     SEQ_MASK,
@@ -52,7 +59,8 @@ from stack.wire.errors import ParseError
 from stack.wire.frame_types import PROTO_TCP, Frame
 from stack.wire.tcp import ACK, RST, SYN, TcpSegment, build_tcp, parse_tcp
 
-ListenKey = tuple[bytes | None, int, int]
+Key = tuple[bytes, int, bytes, int, int]       # (local, lport, remote, rport, zone)
+ListenKey = tuple[bytes | None, int, int]      # (local or None = any, port, zone)
 
 
 def _is_group(addr: bytes) -> bool:
@@ -68,6 +76,56 @@ def _endpoint(addr: bytes | None, port: int, zone: int) -> str:
     if zone and needs_zone(addr):
         text += f"%{zone}"
     return f"[{text}]:{port}" if len(addr) == 16 else f"{text}:{port}"
+
+
+class TcpListener:
+    """LISTEN on ``(local or any, port, zone)``; ``accept()`` hands out connections."""
+
+    __slots__ = ("_close_cb", "_emit", "accept_queue", "backlog", "local", "open", "port",
+                 "syn_queue", "zone")
+
+    def __init__(self, local: bytes | None, port: int, zone: int, backlog: int,
+                 emit: Callable[[object], None], close_cb: Callable[[TcpListener, int | None], None]) -> None:
+        self.local = local
+        self.port = port
+        self.zone = zone
+        self.backlog = max(1, backlog)
+        self.syn_queue: dict[Key, TcpConnection] = {}
+        self.accept_queue: deque[TcpConnection] = deque()
+        self.open = True
+        self._emit = emit
+        self._close_cb = close_cb
+
+    def __repr__(self) -> str:
+        return f"<TcpListener port={self.port} queued={len(self.accept_queue)}>"
+
+    @property
+    def state(self) -> TcpState:
+        return TcpState.LISTEN if self.open else TcpState.CLOSED
+
+    def accept(self) -> TcpConnection | None:
+        """The oldest established connection not yet accepted, or None."""
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+    def close(self, now: int | None = None) -> None:
+        """Stop listening; connections not yet accepted are reset."""
+        if self.open:
+            self.open = False
+            self._close_cb(self, now)
+
+    def syn_queue_full(self) -> bool:
+        return len(self.syn_queue) >= self.backlog
+
+    def accept_queue_full(self) -> bool:
+        return len(self.accept_queue) >= self.backlog
+
+    def on_established(self, conn: TcpControlBlock) -> None:
+        """A passive connection completed its handshake (called by the connection)."""
+        assert isinstance(conn, TcpConnection)
+        self.syn_queue.pop((conn.local, conn.lport, conn.remote, conn.rport, conn.zone), None)
+        if self.open:
+            self.accept_queue.append(conn)
+            self._emit(Accepted(self))
 
 
 class TcpLayer:
@@ -275,7 +333,7 @@ class TcpLayer:
         self._flush(conn, now)
         return conn
 
-    def _free_port(self, free: Any) -> int:
+    def _free_port(self, free: Callable[[int], bool]) -> int:
         """RFC 6056 §3.3.1 Algorithm 1: a random start, then the next free port."""
         low, high = self.config.ephemeral_low, self.config.ephemeral_high
         count = high - low + 1

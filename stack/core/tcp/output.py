@@ -37,6 +37,8 @@ class TcpOutput(TcpControlBlock):
         self._out = []
         if self.app_closed and self.state is TcpState.FIN_WAIT_2 and self.fin_wait2_at is None:
             self.fin_wait2_at = now + self.config.fin_wait2_timeout     # close() without a time
+        if self.keepalive and self.keepalive_at is None and self.state in _KEEPALIVE_STATES:
+            self._arm_keepalive(now)                                    # set_keepalive() without a time
         if self.state in SENDING:
             self._send_data(now, out)
         if self.ack_now and self.state not in _NO_ACK_STATES:

@@ -133,7 +133,13 @@ class TcpControlBlock:
         self.wake: Callable[[TcpControlBlock, int | None], None] | None = None
         self.passive = False
         self.embryonic = False                   # passive and not yet ESTABLISHED: no owner yet
-        # send side (RFC 9293 §3.3.1)
+        self._init_send(iss, mss_local)
+        self._init_receive(mss_local, ts_offset)
+        self._init_timers_and_app()
+
+    def _init_send(self, iss: int, mss_local: int) -> None:
+        """RFC 9293 §3.3.1 send sequence variables, buffer, RTT and congestion state."""
+        config = self.config
         self.iss = iss
         self.snd_una = iss
         self.snd_nxt = iss
@@ -143,7 +149,7 @@ class TcpControlBlock:
         self.max_snd_wnd = 0
         self.snd_wscale = 0
         self.mss_local = mss_local               # what we advertise in our SYN
-        self.snd_mss = min(mss_local, DEFAULT_MSS6 if len(remote) == 16 else DEFAULT_MSS4)
+        self.snd_mss = min(mss_local, DEFAULT_MSS6 if len(self.remote) == 16 else DEFAULT_MSS4)
         self.sndbuf = SendBuffer(iss + 1, config.snd_buf)
         self.fin_queued = False                  # FIN follows the last queued byte
         self.cc = Congestion(self.snd_mss, iss + 1, sack=False, initial_segments=config.initial_cwnd)
@@ -152,7 +158,10 @@ class TcpControlBlock:
         self.rtt_time = 0
         self.retries = 0
         self.syn_retransmitted = False
-        # receive side
+
+    def _init_receive(self, mss_local: int, ts_offset: int) -> None:
+        """Receive sequence variables, buffers and negotiated options."""
+        config = self.config
         self.irs = 0
         self.rcv_nxt = 0
         self.rcv_adv = 0                         # right edge of the window we advertised
@@ -171,7 +180,11 @@ class TcpControlBlock:
         self.ts_recent_at = 0
         self.sack_ok = False
         self.wscale_ok = False                   # both SYNs carried window scale
-        # timers (RFC 6298 rto, delayed ACK, persist, keepalive, TIME-WAIT, FIN-WAIT-2)
+
+    def _init_timers_and_app(self) -> None:
+        """Timers (RFC 6298 RTO, delayed ACK, persist, keepalive, TIME-WAIT, FIN-WAIT-2)
+        and the application side."""
+        config = self.config
         self.rto_at: int | None = None
         self.delayed_ack_at: int | None = None
         self.probe_at: int | None = None
@@ -181,7 +194,6 @@ class TcpControlBlock:
         self.keepalive_probes = 0
         self.time_wait_at: int | None = None
         self.fin_wait2_at: int | None = None
-        # application side
         self.nodelay = config.nodelay
         self.app_closed = False
         self.want_writable = False

@@ -250,3 +250,12 @@ def test_fin_wait_2_timer_only_for_an_orphan() -> None:
     c.dispatch(0)
     feed(c, seg("A", seq=IRS + 1, ack=ISS + 2), at=ms(1))
     assert c.state is TcpState.FIN_WAIT_2 and c.fin_wait2_at == ms(1) + s(60)
+
+
+def test_set_keepalive_on_an_idle_connection_arms_at_the_next_dispatch() -> None:
+    c = established()
+    c.set_keepalive(True, idle=s(5), interval=s(1), count=2)
+    c.dispatch(ms(10))
+    assert c.poll_at() == ms(10) + s(5)
+    c.set_keepalive(False)
+    assert c.poll_at() is None
