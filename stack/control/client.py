@@ -50,7 +50,12 @@ class Connection:
 
     def send(self, cmd: str, args: dict[str, Any] | None = None) -> None:
         line = json.dumps({"cmd": cmd, "args": args or {}}) + "\n"
-        self.sock.sendall(line.encode())
+        try:
+            self.sock.sendall(line.encode())
+        except TimeoutError:
+            raise ControlError("the daemon did not accept the request (timed out)") from None
+        except OSError as e:
+            raise ControlError(f"lost the connection to the daemon: {e.strerror or e}") from None
 
     def read_line(self) -> dict[str, Any] | None:
         """The next JSON object line, None at EOF."""
@@ -59,6 +64,10 @@ class Connection:
                 chunk = self.sock.recv(65536)
             except ConnectionResetError:
                 chunk = b""
+            except TimeoutError:
+                raise ControlError("the daemon did not answer in time") from None
+            except OSError as e:
+                raise ControlError(f"lost the connection to the daemon: {e.strerror or e}") from None
             if not chunk:
                 if self._buf.strip():
                     raise ControlError("the daemon sent a truncated reply")

@@ -55,6 +55,7 @@ DEFAULT_RUN_DIR = "/run/tapstack"
 MAX_REQUEST = 1 << 20
 TRACE_QUEUE = 4096
 PIPE_ATTACH_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
 
 
 def run_dir() -> Path:
@@ -305,9 +306,12 @@ class ControlServer:
             await writer.drain()
 
         try:
-            raw = await reader.readline()
+            raw = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
         except ValueError:
             await error("request too long")
+            return None
+        except TimeoutError:
+            await error(f"no request within {REQUEST_TIMEOUT:.0f} s")
             return None
         if not raw:
             return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import importlib
 import logging
@@ -85,6 +86,15 @@ def _valid_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
 
 
+def os_error_text(e: OSError) -> str:
+    text = e.strerror or str(e)
+    if e.filename:
+        text = f"{e.filename}: {text}"
+    if e.errno in (errno.EPERM, errno.EACCES):
+        text += " (tapstack run needs root / CAP_NET_ADMIN)"
+    return text
+
+
 class Daemon:
     def __init__(self, runtime: HostRuntime) -> None:
         self.rt = runtime
@@ -116,8 +126,11 @@ class Daemon:
             rc = self._run_loop()
         except Terminated as e:
             log.info("%s during setup: cleaning up", e)
-        except (TapError, PeerSetupError, OSError) as e:
-            err(str(e) if not isinstance(e, OSError) or not e.strerror else f"{e.strerror}: {e.filename or ''}")
+        except (TapError, PeerSetupError) as e:
+            err(str(e))
+            rc = 1
+        except OSError as e:
+            err(os_error_text(e))
             rc = 1
         finally:
             # No signal may interrupt the cleanup itself.
