@@ -194,3 +194,13 @@ def test_host_runtime_as_async_context_manager(tmp_path: Path) -> None:
 
     assert "1 received" in uvloop.run(main())
     assert not netns_exists(names["ns0"]) and not link_exists(names["tap0"])
+
+
+def test_no_per_packet_logging_even_at_debug(tapstack_factory: Factory) -> None:
+    sp = tapstack_factory(ONE_TAP, "--log-level", "debug")
+    sp.run_in_ns(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::2"])
+    before = len(sp.stderr().splitlines())
+    sp.run_in_ns(["ping", "-6", "-c", "50", "-i", "0.01", "-W", "2", "2001:db8:1::2"])
+    sp.tapstack("addr")
+    after = len(sp.stderr().splitlines())
+    assert after - before < 10, sp.stderr()
