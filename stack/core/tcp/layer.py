@@ -69,13 +69,18 @@ def _is_group(addr: bytes) -> bool:
     return 224 <= addr[0] <= 239 or addr == b"\xff\xff\xff\xff"
 
 
-def _endpoint(addr: bytes | None, port: int, zone: int) -> str:
+def _endpoint(addr: bytes | None, port: int, zone: int, namer: Callable[[bytes, int], str] | None) -> str:
     if addr is None:
         return f"*:{port}"
-    text = fmt(addr)
-    if zone and needs_zone(addr):
-        text += f"%{zone}"
+    if namer is not None:
+        text = namer(addr, zone)
+    else:
+        text = fmt(addr) + (f"%{zone}" if zone and needs_zone(addr) else "")
     return f"[{text}]:{port}" if len(addr) == 16 else f"{text}:{port}"
+
+
+def _proto(addr: bytes | None) -> str:
+    return "tcp6" if addr is not None and len(addr) == 16 else "tcp"
 
 
 class TcpListener:
@@ -386,16 +391,19 @@ class TcpLayer:
 
     def sockets(self) -> list[dict[str, object]]:
         """Rows for ``tapstack sockets`` (INTERFACE.md: proto, state, local, remote,
-        recv_q, send_q; ``zone`` added so the caller can print interface names)."""
+        recv_q, send_q; as ``ss``: a listener's Recv-Q is its accept queue, Send-Q its
+        backlog). Link-local addresses carry ``%ifname`` when IP can name the zone."""
+        namer = getattr(self.ip, "fmt_zoned", None)
         rows: list[dict[str, object]] = []
         for lst in self.listeners.values():
-            rows.append({"proto": "tcp", "state": "LISTEN", "local": _endpoint(lst.local, lst.port, lst.zone),
-                         "remote": "*:*", "recv_q": len(lst.accept_queue), "send_q": lst.backlog,
-                         "zone": lst.zone})
+            rows.append({"proto": _proto(lst.local), "state": "LISTEN",
+                         "local": _endpoint(lst.local, lst.port, lst.zone, namer), "remote": "*:*",
+                         "recv_q": len(lst.accept_queue), "send_q": lst.backlog})
         for c in self.connections.values():
-            rows.append({"proto": "tcp", "state": c.state.value, "local": _endpoint(c.local, c.lport, c.zone),
-                         "remote": _endpoint(c.remote, c.rport, c.zone), "recv_q": c.recv_queue,
-                         "send_q": c.send_queue, "zone": c.zone})
+            rows.append({"proto": _proto(c.local), "state": c.state.value,
+                         "local": _endpoint(c.local, c.lport, c.zone, namer),
+                         "remote": _endpoint(c.remote, c.rport, c.zone, namer),
+                         "recv_q": c.recv_queue, "send_q": c.send_queue})
         return rows
 
     # --- output -----------------------------------------------------------
