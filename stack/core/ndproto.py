@@ -1,9 +1,12 @@
 """Neighbor Discovery messages (RFC 4861 §6–§8) and DAD (RFC 4862 §5.4).
 
 This module validates and answers ND messages and runs DAD; the neighbor state
-machine itself lives in ``nd.NeighborCache``. Validation follows §7.1.1/§7.1.2
+machine itself lives in ``nd.NeighborCache``, router discovery, SLAAC and
+Redirect in ``rdisc.RouterDiscovery``, the MLD listener in ``mld.MldListener``
+(both reached through the hooks below). Validation follows §7.1.1/§7.1.2
 (NS/NA), §6.1.1/§6.1.2 (RS/RA) and §8.1 (Redirect): hop limit 255, code 0,
-length, non-zero option lengths, source and target rules. Every rejection is a
+length, non-zero option lengths, source and target rules; RFC 6980 (no
+fragmented ND; reassembled ND is refused in ``reasm``). Every rejection is a
 counted drop.
 """
 
@@ -12,6 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stack.core.interface import Addr6, AddrState, Interface, Origin
+from stack.core.mld import MldListener
+from stack.core.nd import Action
+from stack.core.rdisc import RouterDiscovery
 from stack.core.stats import Drop
 from stack.wire import ndp
 from stack.wire.addr import (
@@ -37,6 +43,8 @@ class NdProto:
     def __init__(self, stack: Stack) -> None:
         self.st = stack
         self.dad: list[tuple[Interface, Addr6]] = []
+        self.rdisc = RouterDiscovery(stack)
+        self.mld = MldListener(stack)
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -95,7 +103,7 @@ class NdProto:
             return
         st.stats.count("nd", "in_ns")
         if not dad_probe and ns.opts.slla is not None:
-            self._apply(st.nd.on_solicitation(rcvif.ifindex, src, ns.opts.slla, now), now)
+            self.apply(st.nd.on_solicitation(rcvif.ifindex, src, ns.opts.slla, now), now)
         # §7.2.4: answer; to all-nodes without S for a DAD probe, else unicast with S.
         na_dst, solicited = (ALL_NODES, False) if dad_probe else (src, True)
         msg = ndp.build_na(target, na_dst, target, router=st.forwarding, solicited=solicited,
@@ -132,13 +140,15 @@ class NdProto:
         if not na.override and na.opts.tlla is not None and entry.lladdr is not None \
                 and na.opts.tlla != entry.lladdr:
             st.stats.count("nd", "in_na_no_override")
-        self._apply(st.nd.on_advertisement(rcvif.ifindex, target, na.opts.tlla, now,
-                                           solicited=na.solicited, override=na.override,
-                                           is_router=na.router), now)
-        if was_router and not na.router:
+        self.apply(st.nd.on_advertisement(rcvif.ifindex, target, na.opts.tlla, now,
+                                          solicited=na.solicited, override=na.override,
+                                          is_router=na.router), now)
+        # §7.2.5: IsRouter TRUE -> FALSE removes the router from the Default Router List.
+        if not na.router and (was_router or self.rdisc.is_router(rcvif.ifindex, target)):
             self.router_lost(rcvif, target, now)
 
-    def _apply(self, actions: list, now: int) -> None:  # type: ignore[type-arg]
+    def apply(self, actions: list[Action], now: int) -> None:
+        """Turn neighbor-cache instructions into frames (and trace lines)."""
         if actions:
             self.st._nd_actions(actions, now)
             self.st._trace_nd()
@@ -208,9 +218,14 @@ class NdProto:
             a.dad_at = now + iface.nd.retrans_timer
             return
         a.dad_at = None
-        a.state = AddrState.PREFERRED
+        # RFC 4862 §5.5.4: an address whose preferred lifetime ran out meanwhile
+        # is deprecated as soon as it is usable.
+        expired = a.preferred_until is not None and a.preferred_until <= now
+        a.state = AddrState.DEPRECATED if expired else AddrState.PREFERRED
         self.st.routes.bump()
         self.st.note("info", f"{iface.name}: address {fmt(a.addr)}/{a.plen} passed DAD")
+        if a.link_local and iface.link_local() is a:
+            self.mld.link_local_ready(iface, now)   # RFC 3590 §4: report again from it
 
     def address_removed(self, iface: Interface, a: Addr6, now: int) -> None:
         self.dad = [(i, x) for i, x in self.dad if x is not a]
@@ -219,32 +234,35 @@ class NdProto:
     # -- groups (MLD hooks) -----------------------------------------------------------
 
     def join(self, iface: Interface, group: bytes, now: int) -> None:
-        iface.join6(group)
+        if iface.join6(group):
+            self.mld.join(iface, group, now)      # RFC 3810 §6.1: report the new state
 
     def leave(self, iface: Interface, group: bytes, now: int) -> None:
-        iface.leave6(group)
+        if iface.leave6(group):
+            self.mld.leave(iface, group, now)
 
     def handle_mld(self, rcvif: Interface, f: Frame, now: int) -> None:
-        self.st.stats.count("mld", f"in_type_{f.icmp_type}")
+        self.mld.handle(rcvif, f, now)
 
     # -- router discovery hooks ----------------------------------------------------------
 
     def interface_up(self, iface: Interface, now: int) -> None:
-        pass
+        self.rdisc.interface_up(iface, now)
 
     def handle_ra(self, rcvif: Interface, f: Frame, now: int) -> None:
-        self.st.stats.drop(Drop.ND_RA_IGNORED)
+        self.rdisc.handle_ra(rcvif, f, now)
 
     def handle_redirect(self, rcvif: Interface, f: Frame, now: int) -> None:
-        self.st.stats.drop(Drop.ND_REDIRECT_IGNORED)
+        self.rdisc.handle_redirect(rcvif, f, now)
 
     def router_lost(self, iface: Interface, addr: bytes, now: int) -> None:
-        pass
+        self.rdisc.router_lost(iface, addr, now)
 
     # -- timers -------------------------------------------------------------------------
 
     def poll_at(self) -> int | None:
         times = [a.dad_at for _, a in self.dad if a.dad_at is not None]
+        times.extend(t for t in (self.rdisc.poll_at(), self.mld.poll_at()) if t is not None)
         return min(times) if times else None
 
     def poll(self, now: int) -> None:
@@ -252,3 +270,5 @@ class NdProto:
             if a.dad_at is not None and a.dad_at <= now and a.state is AddrState.TENTATIVE:
                 self._dad_tick(iface, a, now)
         self.dad = [(i, a) for i, a in self.dad if a.state is AddrState.TENTATIVE]
+        self.rdisc.poll(now)
+        self.mld.poll(now)
