@@ -1,0 +1,84 @@
+"""The daemon's services and client commands against the kernel: echo/discard/daytime/
+chargen from the kernel side, `tapstack ping` and `tapstack connect` toward the kernel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import ONE_TAP, Factory, StackProcess
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("nc") is None, reason="netcat-openbsd not installed"),
+]
+
+WITH_SERVICES = ONE_TAP + """
+[services]
+echo = 7
+discard = 9
+daytime = 13
+chargen = 19
+"""
+
+
+@pytest.fixture
+def served(tapstack_factory: Factory) -> StackProcess:
+    return tapstack_factory(WITH_SERVICES)
+
+
+def test_tcp_and_udp_echo_from_the_kernel(served: StackProcess) -> None:
+    out = served.run_in_ns(["timeout", "10", "nc", "-N", "2001:db8:1::2", "7"], input="hello v6\n").stdout
+    assert out == "hello v6\n"
+    out = served.run_in_ns(["timeout", "10", "nc", "-N", "192.0.2.2", "7"], input="hello v4\n").stdout
+    assert out == "hello v4\n"
+    out = served.run_in_ns(["timeout", "3", "nc", "-u", "-w", "1", "2001:db8:1::2", "7"], input="udp\n",
+                           check=False).stdout
+    assert out == "udp\n"
+
+
+def test_daytime_and_chargen(served: StackProcess) -> None:
+    out = served.run_in_ns(["timeout", "10", "nc", "-d", "2001:db8:1::2", "13"]).stdout
+    assert out.strip()
+    # chargen never stops: read for a moment, then let timeout end nc
+    r = subprocess.run(["ip", "netns", "exec", served["ns0"], "timeout", "1", "nc", "-d", "2001:db8:1::2", "19"],
+                       capture_output=True, timeout=20)
+    assert len(r.stdout) > 1000 and r.stdout[:1] in b" !\"#$%"
+
+
+def test_tapstack_ping_exit_codes(served: StackProcess) -> None:
+    r = served.tapstack("ping", "-c", "2", "-i", "0.2", "2001:db8:1::1")
+    assert "2 received" in r.stdout
+    r = served.tapstack("ping", "-c", "1", "-W", "1", "2001:db8:1::99", check=False)
+    assert r.returncode == 1
+    r = served.tapstack("ping", "-c", "1", "not-an-address", check=False)
+    assert r.returncode == 2 and r.stderr.strip()
+
+
+def test_tapstack_connect_to_a_kernel_listener(served: StackProcess) -> None:
+    listener = subprocess.Popen(["ip", "netns", "exec", served["ns0"], "timeout", "10", "nc", "-l", "-s",
+                                 "2001:db8:1::1", "-p", "5555"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(100):            # until the kernel listens (ss in the namespace)
+            ss = served.run_in_ns(["ss", "-Hltn", "sport", "= :5555"]).stdout
+            if ss.strip():
+                break
+            subprocess.run(["sleep", "0.05"])
+        r = served.tapstack("connect", "-w", "5", "2001:db8:1::1", "5555", input="from the stack\n")
+        assert r.returncode == 0
+        assert listener.stdout is not None
+        assert listener.stdout.read() == b"from the stack\n"
+        listener.wait(10)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+
+
+def test_tapstack_connect_errors(served: StackProcess) -> None:
+    r = served.tapstack("connect", "-w", "3", "2001:db8:1::1", "5556", input="x\n", check=False)
+    assert r.returncode == 1 and r.stderr.strip() == "connect: Connection refused"
+    r = served.tapstack("connect", "-w", "3", "2001:db8:99::1", "7", input="x\n", check=False)
+    assert r.returncode == 1 and r.stderr.startswith("connect: ")
