@@ -36,6 +36,7 @@ class Drop(StrEnum):
     FRAG_TIMEOUT = "frag_timeout"
     FRAG_LIMIT = "frag_limit"
     FRAG_BAD = "frag_bad"
+    FRAG_TINY = "frag_tiny"                      # RFC 7112 / RFC 1858: header chain cut short
     # IPv4 / ARP
     IPV4_NOT_FOR_US = "ipv4_not_for_us"
     IPV4_BAD_SOURCE = "ipv4_bad_source"
@@ -46,6 +47,12 @@ class Drop(StrEnum):
     IPV4_NO_ROUTE = "ipv4_no_route"
     IPV4_NO_SOURCE = "ipv4_no_source"
     IPV4_NEEDS_FRAG = "ipv4_needs_frag"
+    IPV4_MARTIAN = "ipv4_martian"                # RFC 1812 §5.3.7, RFC 3927 §2.7
+    IPV4_BAD_OPTION = "ipv4_bad_option"
+    IPV4_SOURCE_ROUTE = "ipv4_source_route"      # RFC 7126 §4.3/§4.4
+    IPV4_DIRECTED_BROADCAST = "ipv4_directed_broadcast"  # RFC 2644
+    IPV6_MARTIAN = "ipv6_martian"                # RFC 4291 §2.5.2: :: is never forwarded
+    ARP_ADDRESS_CONFLICT = "arp_address_conflict"  # RFC 5227 §2.4
     ARP_BAD = "arp_bad"
     ARP_NOT_FOR_US = "arp_not_for_us"
     # checksums
