@@ -137,19 +137,21 @@ class Icmp6:
         l4 = inner[40:]
         zone = rcvif.ifindex if needs_zone(idst) else 0
         key = (f.icmp_type, f.icmp_code)
+        if not st.is_local_address(isrc, rcvif.ifindex if needs_zone(isrc) else 0):
+            st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)    # RFC 5927 §4.1: not a packet of ours
+            return
         if f.icmp_type == w.PACKET_TOO_BIG:
-            st.learn_pmtu(idst, info, now)
+            st.learn_pmtu(idst, info, now)      # only once the quoted packet is ours
             err = errno.EMSGSIZE
         else:
             err = ERRNO.get(key, errno.EHOSTUNREACH)
-        if not st.is_local_address(isrc, rcvif.ifindex if needs_zone(isrc) else 0):
-            st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)
-            return
         sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
         if nh == PROTO_UDP:
             st.udp.on_icmp_error(isrc, sport, idst, dport, zone, err, info, now)
         elif nh == PROTO_TCP and st.tcp is not None:
-            st.tcp.on_icmp_error(isrc, sport, idst, dport, zone, err, info, l4, now)
+            seq = int.from_bytes(l4[4:8], "big")
+            st.tcp.on_icmp_error(isrc, sport, idst, dport, zone, seq, err, now,
+                                 mtu=info if f.icmp_type == w.PACKET_TOO_BIG else 0)
         elif nh == PROTO_ICMPV6 and l4[0] == w.ECHO_REQUEST:
             ident, seq = int.from_bytes(l4[4:6], "big"), int.from_bytes(l4[6:8], "big")
             if seq in self.pings.get(ident, {}):
@@ -158,6 +160,12 @@ class Icmp6:
                 if f.icmp_type == w.PACKET_TOO_BIG:
                     text = f"Packet too big: mtu={info}"
                 st.emit(PingError(ident, seq, f.src, rcvif.ifindex if needs_zone(f.src) else 0, text))
+            else:
+                st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)    # not one of our pings
+                return
+        else:
+            st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)        # nothing of ours sends that
+            return
         st.stats.count("icmp6", "in_errors_matched")
 
     # -- errors out ---------------------------------------------------------------
@@ -165,7 +173,12 @@ class Icmp6:
     def error(self, f: Frame, typ: int, code: int, param: int, rcvif: Interface, now: int, *,
               allow_multicast: bool = False) -> None:
         """Send an ICMPv6 error about the packet in f (received on rcvif)."""
-        self._error(f.ip_packet(), f.src, f.dst, f.proto, f.icmp_type, f.eth_dst[0] & 1 == 1,
+        itype = f.icmp_type
+        if f.proto == PROTO_ICMPV6 and f.is_fragment:
+            # The parser reads no L4 header of fragments: take the type from a first
+            # fragment; a later one cannot show it, so it counts as an error (§2.4(e.1)).
+            itype = f.buf[f.l4_off] if f.frag_off == 0 and f.l4_off < f.ip_end else 0
+        self._error(f.ip_packet(), f.src, f.dst, f.proto, itype, f.eth_dst[0] & 1 == 1,
                     typ, code, param, rcvif.ifindex, now, allow_multicast)
 
     def address_unreachable(self, packet: bytes, ifindex: int, now: int) -> None:
