@@ -1,14 +1,21 @@
 """IPv4 input, output, forwarding, ARP and ICMPv4 (RFC 791, 792, 826, 1122, 1812).
 
+Input order (ip_input): 127/8 from a link → bad sources → source address
+validation (skipped for packets carrying the ``looped`` mark, whatever the
+receive interface) → options (source routes refused) → ours? (weak host: any of
+our addresses, the receive link's broadcasts, 127/8 when looped) → reassembly →
+upper layer; not ours → ``forward`` (router mode) or a counted drop.
+
 v4-via-v6 (RFC 5549/8950): a route's gateway may be an IPv6 address; the
 packet then goes through ND for that address and leaves with ethertype 0x0800
-(``Stack.link_output`` picks ND or ARP by the next hop's family).
+(``Stack.link_output`` picks ND or ARP by the next hop's family), for local
+output and for forwarding alike.
 
-ICMPv4 errors take their source by the rule of the v4-via-v6 draft and Linux
-``__icmp_send``: the invoking packet's destination when it is ours, else the
-normal source selection toward the invoking packet's source (route ``src``,
-egress interface, loopback, any interface) and 192.0.0.8 (RFC 7600) when the
-stack has no IPv4 address at all.
+ICMPv4 errors take their source by the rule of the v4-via-v6 draft
+(draft-ietf-intarea-v4-via-v6 §4) and Linux ``__icmp_send``: the invoking
+packet's destination when it is ours, else the normal source selection toward
+the invoking packet's source (route ``src``, egress interface, loopback, any
+interface) and 192.0.0.8 (RFC 7600) when the stack has no IPv4 address at all.
 """
 
 from __future__ import annotations
@@ -29,15 +36,17 @@ from stack.wire.addr import (
     BROADCAST4,
     DUMMY4,
     broadcast4,
+    fmt,
     is_loopback4,
     is_multicast4,
     is_unspecified,
     needs_zone,
     prefix_match,
 )
+from stack.wire.checksum import checksum_adjust
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Frame
-from stack.wire.ipv4 import build_ipv4, fragment_ipv4
+from stack.wire.ipv4 import OPT_LSRR, OPT_SSRR, build_ipv4, fragment_ipv4, iter_options
 
 if TYPE_CHECKING:
     from stack.core.stack import Stack
@@ -47,9 +56,24 @@ ERROR_TEXT = {
     (3, 2): "Destination Protocol Unreachable", (3, 3): "Destination Port Unreachable",
     (3, 4): "Frag needed", (3, 13): "Communication administratively prohibited",
     (11, 0): "Time to live exceeded", (11, 1): "Frag reassembly time exceeded",
+    (12, 0): "Parameter problem",
 }
 ERRNO = {(3, 0): errno.ENETUNREACH, (3, 1): errno.EHOSTUNREACH, (3, 2): errno.ENOPROTOOPT,
          (3, 3): errno.ECONNREFUSED, (3, 4): errno.EMSGSIZE, (11, 0): errno.EHOSTUNREACH}
+# RFC 792 / RFC 1812 §4.3.2.7: the informational types; an error is never sent
+# about any other ICMP message (errors, and types we do not know, as Linux does).
+INFORMATIONAL = frozenset((w.ECHO_REPLY, w.ECHO_REQUEST, 9, 10, 13, 14, 15, 16, 17, 18, 42, 43))
+DEFAULT_TTL = 64    # RFC 1700 / RFC 1122 §3.2.1.7
+
+
+def is_class_e(addr: bytes) -> bool:
+    """240.0.0.0/4 (reserved, RFC 1112 §4); 255.255.255.255 is tested on its own."""
+    return addr[0] >= 240
+
+
+def is_link_local4(addr: bytes) -> bool:
+    """169.254/16 (RFC 3927)."""
+    return addr[0] == 169 and addr[1] == 254
 
 
 class Ip4:
@@ -59,6 +83,7 @@ class Ip4:
         self.ident = stack.rng.getrandbits(16)
         self.bucket = TokenBucket(stack.limits.icmp_error_rate, stack.limits.icmp_error_burst)
         self.pings: dict[int, dict[int, int]] = {}
+        self.send_redirects = True      # RFC 1812 §5.2.7.2 (Linux send_redirects=1)
 
     def poll(self, now: int) -> None:
         self.reasm.poll(now)
@@ -67,11 +92,18 @@ class Ip4:
         return self.reasm.poll_at()
 
     def is_broadcast(self, iface: Interface, addr: bytes) -> bool:
+        """255.255.255.255 or a directed broadcast of one of iface's subnets."""
         return addr == BROADCAST4 or any(
             a.plen < 31 and broadcast4(a.addr, a.plen) == addr for a in iface.addrs4)
 
-    def _ours(self, iface: Interface, dst: bytes) -> bool:
-        """Weak host model: any of our addresses, plus broadcasts of the receive link."""
+    def is_any_broadcast(self, addr: bytes) -> bool:
+        return any(self.is_broadcast(iface, addr) for iface in self.st.interfaces.values())
+
+    def _ours(self, iface: Interface, dst: bytes, looped: bool) -> bool:
+        """Weak host model (RFC 1122 §3.3.4.2): any of our addresses, plus the
+        broadcasts of the receive link; all of 127/8 for looped packets."""
+        if looped and is_loopback4(dst):
+            return True
         return self.st.is_local_address(dst, 0) or self.is_broadcast(iface, dst)
 
     # -- input --------------------------------------------------------------------
@@ -81,8 +113,8 @@ class Ip4:
         st.stats.count("ipv4", "in_receives")
         verdict = self._input(rcvif, f, now, looped)
         if st.tracer is not None:
-            st.tracer(f"ip_input rcvif={rcvif.name} looped={int(looped)} src={_f(f.src)} "
-                      f"dst={_f(f.dst)} proto={_proto(f.proto)} verdict={verdict}")
+            st.tracer(f"ip_input rcvif={rcvif.name} looped={int(looped)} src={fmt(f.src)} "
+                      f"dst={fmt(f.dst)} proto={_proto(f.proto)} verdict={verdict}")
 
     def _drop(self, reason: str) -> str:
         self.st.stats.drop(reason)
@@ -91,17 +123,24 @@ class Ip4:
     def _input(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
         st = self.st
         src, dst = f.src, f.dst
+        # RFC 1122 §3.2.1.3(g), RFC 1812 §5.3.7: 127/8 never appears on a link. Looped
+        # packets are recognised by their mark, never by the receive interface's type.
         if not looped and (is_loopback4(src) or is_loopback4(dst)):
             return self._drop(Drop.IPV4_LOOPBACK_FROM_WIRE)
-        if is_multicast4(src) or src == BROADCAST4:
+        # RFC 1122 §3.2.1.3: a source is never a broadcast, multicast or class E address.
+        if is_multicast4(src) or src == BROADCAST4 or is_class_e(src) \
+                or (not looped and self.is_broadcast(rcvif, src)):
             return self._drop(Drop.IPV4_BAD_SOURCE)
+        # Source address validation (as FreeBSD after D35732): decided by the mark.
         if not looped and not is_unspecified(src) and st.is_local_address(src, 0):
-            return self._drop(Drop.IPV4_SPOOFED_OWN_SOURCE)   # source address validation
-        if not self._ours(rcvif, dst):
-            if is_multicast4(dst):
-                return self._drop(Drop.IPV4_NOT_FOR_US)
-            if looped:
-                return self._drop(Drop.IPV4_NOT_FOR_US)
+            return self._drop(Drop.IPV4_SPOOFED_OWN_SOURCE)
+        if f.l4_off - f.l3_off > 20:
+            bad = self._options(rcvif, f, now)
+            if bad is not None:
+                return bad
+        if not self._ours(rcvif, dst, looped):
+            if looped or is_multicast4(dst):
+                return self._drop(Drop.IPV4_NOT_FOR_US)   # no multicast routing, no IGMP
             return self.forward(rcvif, f, now)
         if f.is_fragment:
             whole = self.reasm.add(f, rcvif.ifindex, now)
@@ -109,6 +148,20 @@ class Ip4:
                 return "reassembling"
             f = whole[0]
         return self.deliver(rcvif, f, now)
+
+    def _options(self, rcvif: Interface, f: Frame, now: int) -> str | None:
+        """RFC 791 §3.1 options are skipped, with two exceptions: a malformed option
+        list gets Parameter Problem (RFC 1122 §3.2.1.8, RFC 1812 §5.2.5), and source
+        routes are refused (RFC 7126 §4.3/§4.4; Linux accept_source_route=0)."""
+        start = f.l3_off + 20
+        try:
+            opts = iter_options(f.buf, start, f.l4_off)
+        except ParseError:
+            self.icmp_error(f, w.PARAM_PROBLEM, 0, rcvif, now, rest=bytes((20, 0, 0, 0)))
+            return self._drop(Drop.IPV4_BAD_OPTION)
+        if any(t in (OPT_LSRR, OPT_SSRR) for t, _o, _n in opts):
+            return self._drop(Drop.IPV4_SOURCE_ROUTE)
+        return None
 
     def deliver(self, rcvif: Interface, f: Frame, now: int) -> str:
         st = self.st
@@ -120,7 +173,7 @@ class Ip4:
         elif proto == PROTO_TCP and st.tcp is not None:
             st.tcp.handle(f, rcvif.ifindex, now)
         else:
-            self.icmp_error(f, 3, 2, rcvif, now)    # protocol unreachable
+            self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_PROTOCOL, rcvif, now)  # RFC 1122 §3.2.2.1
             return self._drop(Drop.IPV4_UNKNOWN_PROTO)
         st.stats.count("ipv4", "in_delivers")
         return "accept"
@@ -128,39 +181,75 @@ class Ip4:
     # -- forwarding ------------------------------------------------------------------
 
     def forward(self, rcvif: Interface, f: Frame, now: int) -> str:
-        """RFC 1812 §5.2/§5.3: TTL, route (any next-hop family), MTU."""
+        """Router mode, RFC 1812 §5.2/§5.3: validate, TTL, route (any next-hop family:
+        an IPv6 next hop is resolved by ND, RFC 8950), MTU, redirect, send."""
         st = self.st
         if not st.forwarding:
             return self._drop(Drop.IPV4_NOT_FOR_US)
+        src, dst = f.src, f.dst
+        # RFC 1812 §5.3.4: not a link-layer broadcast/multicast (we route no multicast).
         if f.eth_dst[0] & 1:
-            return self._drop(Drop.IPV4_NOT_FOR_US)   # never forward link broadcasts
+            return self._drop(Drop.IPV4_NOT_FOR_US)
+        # RFC 1812 §5.3.7 martians: 0/8 source or destination, class E destination;
+        # RFC 3927 §2.7: 169.254/16 never crosses a router.
+        if src[0] == 0 or dst[0] == 0 or is_class_e(dst) or is_link_local4(src) \
+                or is_link_local4(dst):
+            return self._drop(Drop.IPV4_MARTIAN)
+        # RFC 1812 §5.3.1: TTL 1 (or 0) cannot be forwarded: Time Exceeded.
         if f.hop_limit <= 1:
-            self.icmp_error(f, 11, 0, rcvif, now)
+            self.icmp_error(f, w.TIME_EXCEEDED, w.TIME_EXCEEDED_TTL, rcvif, now)
             return self._drop(Drop.IPV4_TTL_EXCEEDED)
-        r = st.routes.lookup(f.dst, 0, now)
-        if r is None or r.local:
-            self.icmp_error(f, 3, 0, rcvif, now)
+        r = st.routes.lookup(dst, 0, now)
+        out = st.interfaces.get(r.ifindex) if r is not None else None
+        if r is None or r.local or out is None or out.loopback or not out.up:
+            # RFC 1812 §5.2.7.1: Destination Unreachable, net unreachable (code 0).
+            self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_NET, rcvif, now)
             return self._drop(Drop.IPV4_NO_ROUTE)
-        out = st.interfaces[r.ifindex]
+        nexthop = r.gateway if r.gateway is not None else dst
+        # RFC 2644: directed broadcasts are not forwarded by default.
+        if r.gateway is None and self.is_broadcast(out, dst):
+            return self._drop(Drop.IPV4_DIRECTED_BROADCAST)
         packet = bytearray(f.ip_packet())
-        if len(packet) > out.mtu and f.df:
-            self.icmp_error(f, 3, 4, rcvif, now, mtu=out.mtu)    # fragmentation needed
+        mtu = out.mtu
+        if len(packet) > mtu and f.df:
+            # RFC 1812 §5.2.7.1 / RFC 1191 §4: code 4 with the next-hop MTU.
+            self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_FRAG_NEEDED, rcvif, now, mtu=mtu)
             return self._drop(Drop.IPV4_NEEDS_FRAG)
-        # Decrement TTL and patch the header checksum (RFC 1624 style, recomputed here).
+        # RFC 1812 §5.3.1: decrement TTL; RFC 1624 eqn. 3 updates the header checksum
+        # for the changed TTL/Protocol word.
+        old_word = bytes(packet[8:10])
         packet[8] -= 1
-        ihl = (packet[0] & 0x0F) * 4
-        packet[10:12] = b"\x00\x00"
-        from stack.wire.checksum import internet_checksum
-        packet[10:12] = internet_checksum(bytes(packet[:ihl])).to_bytes(2, "big")
-        nexthop = r.gateway if r.gateway is not None else f.dst
+        csum = checksum_adjust(int.from_bytes(packet[10:12], "big"), old_word, bytes(packet[8:10]))
+        packet[10:12] = csum.to_bytes(2, "big")
+        if r.ifindex == rcvif.ifindex and len(nexthop) == 4:
+            self._maybe_redirect(rcvif, f, nexthop, now)
         st.stats.count("ipv4", "out_forwarded")
         if st.tracer is not None:
-            st.tracer(f"ip_forward rcvif={rcvif.name} ifp={out.name} src={_f(f.src)} dst={_f(f.dst)} "
+            st.tracer(f"ip_forward rcvif={rcvif.name} ifp={out.name} src={fmt(src)} dst={fmt(dst)} "
                       f"nexthop={st.fmt_zoned(nexthop, r.gw_zone)}")
-        pieces = [bytes(packet)] if len(packet) <= out.mtu else fragment_ipv4(bytes(packet), out.mtu)
+        if len(packet) <= mtu:
+            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, bytes(packet), now)
+            return "forward"
+        # RFC 1812 §5.2.6 / RFC 791 §3.2: DF clear, fragment (options copied per rule).
+        pieces = fragment_ipv4(bytes(packet), mtu)
+        st.stats.count("ipv4", "out_frag_creates", len(pieces))
         for p in pieces:
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, p, now)
         return "forward"
+
+    def _maybe_redirect(self, rcvif: Interface, f: Frame, nexthop: bytes, now: int) -> None:
+        """RFC 1812 §5.2.7.2: a Host Redirect only when the packet leaves by the
+        interface it came in on, the source is on the subnet of the next hop, and
+        there is no source route (those were refused on input). Its source is our
+        address on that subnet: RFC 1122 §3.2.2.2 hosts accept redirects only from
+        their current first hop."""
+        if not self.send_redirects or nexthop == f.src:
+            return
+        for a in rcvif.addrs4:
+            if prefix_match(a.addr, f.src, a.plen) and prefix_match(a.addr, nexthop, a.plen):
+                self._error(f.ip_packet(), f.src, f.dst, f.proto, self._icmp_type(f), f.frag_off,
+                            False, w.REDIRECT, 1, now, rest=nexthop, from_addr=a.addr)
+                return
 
     # -- output -----------------------------------------------------------------------
 
@@ -168,58 +257,81 @@ class Ip4:
                tos: int = 0, ttl: int | None = None) -> None:
         st = self.st
         self.ident = (self.ident + 1) & 0xFFFF
-        packet = build_ipv4(route.src, route.dst, proto, l4, ttl or 64, tos, self.ident,
-                            df=(proto == PROTO_TCP))
+        if ttl is None:
+            ttl = 1 if is_multicast4(route.dst) else DEFAULT_TTL
+        df = proto == PROTO_TCP     # TCP does PMTU discovery (RFC 1191); UDP/ICMP fragment
+        packet = build_ipv4(route.src, route.dst, proto, l4, ttl, tos, self.ident, df=df)
         st.stats.count("ipv4", "out_requests")
         if st.tracer is not None:
             st.tracer(f"ip_output ifp={st.ifname(route.ifp)} nexthop="
-                      f"{st.fmt_zoned(route.nexthop, route.nexthop_zone)} src={_f(route.src)} "
-                      f"dst={_f(route.dst)} proto={_proto(proto)} "
+                      f"{st.fmt_zoned(route.nexthop, route.nexthop_zone)} src={fmt(route.src)} "
+                      f"dst={fmt(route.dst)} proto={_proto(proto)} "
                       f"route={'cached' if cached else 'lookup'} gen={route.gen}")
         if route.local:
             st.loop(route.origifp, ETHERTYPE_IPV4, packet)
             return
-        if len(packet) > route.mtu:
-            if proto == PROTO_TCP:
-                st.stats.drop(Drop.IPV4_NEEDS_FRAG)
-                return
-            for p in fragment_ipv4(build_ipv4(route.src, route.dst, proto, l4, ttl or 64, tos,
-                                              self.ident, df=False), route.mtu):
-                st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, p, now)
+        # A cached route keeps the MTU of its time; a Fragmentation Needed learned
+        # since (RFC 1191 §6.1) applies at once.
+        mtu = st.path_mtu(route.dst, route.mtu, now)
+        if len(packet) <= mtu:
+            st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, packet, now)
             return
-        st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, packet, now)
+        if df:
+            st.stats.drop(Drop.IPV4_NEEDS_FRAG)   # TCP sizes its segments by the MSS
+            return
+        # RFC 791 §3.2 / RFC 1122 §3.3.3: the source fragments when DF is clear.
+        pieces = fragment_ipv4(packet, mtu)
+        st.stats.count("ipv4", "out_frag_creates", len(pieces))
+        for p in pieces:
+            st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, p, now)
 
     # -- ARP (RFC 826) ----------------------------------------------------------------------
 
     def handle_arp(self, rcvif: Interface, f: Frame, now: int) -> None:
+        """RFC 826 "Packet Reception" with RFC 1122 §2.3.2.1 aging by the NUD machine:
+        an existing entry for the sender is refreshed; a new one is made only when
+        the packet is a request for one of our addresses on this link, so
+        gratuitous ARP from strangers creates nothing."""
         st = self.st
         try:
             p = warp.ArpPacket.parse(f.buf, f.l3_off)
         except ParseError as e:
             st.stats.drop("parse_" + e.reason)
             return
-        if is_multicast4(p.spa) or p.spa == BROADCAST4 or p.sha[0] & 1:
+        if p.op not in (warp.OP_REQUEST, warp.OP_REPLY) or is_multicast4(p.spa) \
+                or p.spa == BROADCAST4 or is_loopback4(p.spa) or p.sha[0] & 1 \
+                or p.sha == rcvif.mac:
             st.stats.drop(Drop.ARP_BAD)
             return
-        ours = rcvif.find4(p.tpa) is not None
-        st.stats.count("arp", "in_requests" if p.op == 1 else "in_replies")
-        if not is_unspecified(p.spa) and (ours or st.arp.get(rcvif.ifindex, p.spa) is not None):
-            if p.op == 2 and st.arp.get(rcvif.ifindex, p.spa) is not None:
+        st.stats.count("arp", "in_requests" if p.op == warp.OP_REQUEST else "in_replies")
+        if rcvif.find4(p.spa) is not None:
+            # RFC 5227 §2.4: someone else claims our address; never learn it.
+            st.note("warning", f"{rcvif.name}: address conflict: {fmt(p.spa)} claimed by "
+                    f"{p.sha.hex(':')}")
+            st.stats.drop(Drop.ARP_ADDRESS_CONFLICT)
+            return
+        ours = not is_unspecified(p.tpa) and rcvif.find4(p.tpa) is not None
+        entry = st.arp.get(rcvif.ifindex, p.spa)
+        if not is_unspecified(p.spa):
+            acts = None
+            if entry is not None and p.op == warp.OP_REPLY:
                 acts = st.arp.on_advertisement(rcvif.ifindex, p.spa, p.sha, now, solicited=True,
                                                override=True, is_router=False)
-            else:
+            elif entry is not None or (ours and p.op == warp.OP_REQUEST):
                 acts = st.arp.on_solicitation(rcvif.ifindex, p.spa, p.sha, now)
-            st._nd_actions(acts, now)
-            st._trace_nd()
-        if p.op == 1 and ours:
+            if acts is not None:
+                st._nd_actions(acts, now)
+                st._trace_nd()
+        if p.op == warp.OP_REQUEST and ours:
             reply = warp.build_arp_reply(rcvif.mac, p.tpa, p.sha, p.spa)
             st.stats.count("arp", "out_replies")
             st.transmit(rcvif, p.sha, ETHERTYPE_ARP, reply)
-        elif not ours:
+        elif not ours and entry is None:
             st.stats.drop(Drop.ARP_NOT_FOR_US)
 
     def send_arp_request(self, ifindex: int, target: bytes, lladdr: bytes | None,
                          src_hint: bytes | None) -> None:
+        """Who-has target: broadcast, or unicast to lladdr for a NUD probe."""
         st = self.st
         iface = st.interfaces.get(ifindex)
         if iface is None:
@@ -252,10 +364,11 @@ class Ip4:
                 st.stats.drop(Drop.NO_ROUTE)
                 return
             st.stats.count("icmp", "out_echo_replies")
+            # RFC 1122 §3.2.2.6: the reply carries the request's identifier, sequence, data.
             st.ip_send(route, PROTO_ICMP, w.build_icmpv4(w.ECHO_REPLY, 0, body[:4], body[4:]), now)
         elif t == w.ECHO_REPLY:
             self._echo_reply(f, body, now)
-        elif t in (w.DEST_UNREACH, w.TIME_EXCEEDED):
+        elif t in (w.DEST_UNREACH, w.TIME_EXCEEDED, w.PARAM_PROBLEM):
             self._error_in(rcvif, f, body, now)
         else:
             st.stats.drop(Drop.ICMP_UNKNOWN_TYPE)
@@ -272,6 +385,7 @@ class Ip4:
         self.st.emit(EchoReply(ident, seq, f.src, 0, f.hop_limit, len(body) - 4, sent_at, now))
 
     def _error_in(self, rcvif: Interface, f: Frame, body: bytes, now: int) -> None:
+        """RFC 1122 §3.2.2: hand an error to the transport that sent what it quotes."""
         st = self.st
         inner = body[4:]
         if len(inner) < 28 or inner[0] >> 4 != 4:
@@ -280,84 +394,133 @@ class Ip4:
         ihl = (inner[0] & 0x0F) * 4
         proto, isrc, idst = inner[9], inner[12:16], inner[16:20]
         l4 = inner[ihl:]
-        if len(l4) < 8 or not st.is_local_address(isrc, 0):
+        if ihl < 20 or len(l4) < 8 or not st.is_local_address(isrc, 0):
             st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)
             return
         key = (f.icmp_type, f.icmp_code)
         mtu = int.from_bytes(body[2:4], "big") if key == (3, 4) else 0
         if mtu:
-            st.learn_pmtu(idst, mtu, now)
+            st.learn_pmtu(idst, mtu, now)       # RFC 1191 §6.1
         err = ERRNO.get(key, errno.EHOSTUNREACH)
+        if key == (3, 4):
+            err = errno.EMSGSIZE
         sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
         if proto == PROTO_UDP:
             st.udp.on_icmp_error(isrc, sport, idst, dport, 0, err, mtu, now)
         elif proto == PROTO_TCP and st.tcp is not None:
-            st.tcp.on_icmp_error(isrc, sport, idst, dport, 0, err, mtu, l4, now)
+            seq = int.from_bytes(l4[4:8], "big")
+            st.tcp.on_icmp_error(isrc, sport, idst, dport, 0, seq, err, now, mtu=mtu)
         elif proto == PROTO_ICMP and l4[0] == w.ECHO_REQUEST:
             ident, seq = int.from_bytes(l4[4:6], "big"), int.from_bytes(l4[6:8], "big")
             if seq in self.pings.get(ident, {}):
                 del self.pings[ident][seq]
                 st.emit(PingError(ident, seq, f.src, 0, ERROR_TEXT.get(key, f"ICMP type {key[0]} "
                                                                         f"code {key[1]}")))
+            else:
+                st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)    # not one of our pings
+                return
+        else:
+            st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)        # nothing of ours sends that
+            return
+        st.stats.count("icmp", "in_errors_matched")
+
+    # -- errors out (RFC 1812 §4.3.2) ---------------------------------------------------------
+
+    @staticmethod
+    def _icmp_type(f: Frame) -> int:
+        """The ICMP type of f, also for a first fragment (the parser reads no L4
+        header of fragments); -1 when it cannot be known."""
+        if f.proto != PROTO_ICMP:
+            return 0
+        if not f.is_fragment:
+            return f.icmp_type
+        if f.frag_off == 0 and f.l4_off < f.ip_end:
+            return f.buf[f.l4_off]
+        return -1
 
     def icmp_error(self, f: Frame, typ: int, code: int, rcvif: Interface, now: int,
-                   mtu: int = 0) -> None:
-        self._error(f.ip_packet(), f.src, f.dst, f.proto, f.icmp_type, f.frag_off,
-                    f.eth_dst[0] & 1 == 1, typ, code, now, mtu)
+                   mtu: int = 0, *, rest: bytes | None = None) -> None:
+        """Send an ICMPv4 error about the packet in f (received on rcvif)."""
+        if rest is None and typ == w.DEST_UNREACH and code == w.UNREACH_FRAG_NEEDED:
+            rest = (mtu & 0xFFFF).to_bytes(4, "big")    # RFC 1191 §4: next-hop MTU
+        self._error(f.ip_packet(), f.src, f.dst, f.proto, self._icmp_type(f), f.frag_off,
+                    f.eth_dst[0] & 1 == 1, typ, code, now, rest=rest)
 
     def host_unreachable(self, packet: bytes, ifindex: int, now: int) -> None:
-        """ARP/ND resolution failed for a packet we were sending or forwarding."""
+        """ARP/ND resolution failed for a packet we were sending or forwarding
+        (RFC 1812 §5.2.7.1 code 1; RFC 4861 §7.2.2 for v4-via-v6 next hops)."""
         if len(packet) < 20:
             return
         ihl = (packet[0] & 0x0F) * 4
-        itype = packet[ihl] if packet[9] == PROTO_ICMP and len(packet) > ihl else 0
         frag_off = (int.from_bytes(packet[6:8], "big") & 0x1FFF) * 8
-        self._error(packet, packet[12:16], packet[16:20], packet[9], itype, frag_off, False, 3, 1,
-                    now, 0)
+        itype = 0
+        if packet[9] == PROTO_ICMP:
+            itype = packet[ihl] if frag_off == 0 and len(packet) > ihl else -1
+        self._error(packet, packet[12:16], packet[16:20], packet[9], itype, frag_off, False,
+                    w.DEST_UNREACH, w.UNREACH_HOST, now)
 
-    def _error(self, packet: bytes, src: bytes, dst: bytes, proto: int, itype: int, frag_off: int,
-               l2_bcast: bool, typ: int, code: int, now: int, mtu: int) -> None:
-        """RFC 1812 §4.3.2.7: no errors about errors, broadcasts, non-first fragments,
-        or packets from an address that is not one host."""
+    def _error(self, packet: bytes, isrc: bytes, idst: bytes, proto: int, itype: int,
+               frag_off: int, l2_bcast: bool, typ: int, code: int, now: int, *,
+               rest: bytes | None = None, from_addr: bytes | None = None) -> None:
+        """RFC 1812 §4.3.2.7: no error about an ICMP error, a packet to a broadcast or
+        multicast address (IP or link layer), a non-first fragment, or a packet whose
+        source is not one host (0.0.0.0, broadcast, multicast, class E). Then the
+        token bucket (§4.3.2.8), then the source (module docstring) and route."""
         st = self.st
-        if proto == PROTO_ICMP and itype not in (w.ECHO_REQUEST, w.ECHO_REPLY, 13, 14, 15, 16, 17, 18):
+        if proto == PROTO_ICMP and itype not in INFORMATIONAL:
             st.stats.drop(Drop.ICMP_ERROR_SUPPRESSED)
             return
-        if l2_bcast or frag_off or is_multicast4(dst) or dst == BROADCAST4 or is_unspecified(src) \
-                or is_multicast4(src) or src == BROADCAST4 or is_loopback4(src):
+        if l2_bcast or frag_off or is_multicast4(idst) or self.is_any_broadcast(idst):
+            st.stats.drop(Drop.ICMP_ERROR_SUPPRESSED)
+            return
+        # A 127/8 source here came over the loopback (input drops it from links), so it
+        # names one host: us. Local UDP to a closed port gets its Port Unreachable.
+        if is_unspecified(isrc) or is_multicast4(isrc) or is_class_e(isrc) \
+                or self.is_any_broadcast(isrc):
             st.stats.drop(Drop.ICMP_ERROR_SUPPRESSED)
             return
         if not self.bucket.take(now):
             st.stats.drop(Drop.ICMP_ERROR_RATE_LIMITED)
             return
-        route = self._error_route(src, dst, now)
+        route = self._error_route(isrc, idst, from_addr, now)
         if route is None:
             st.stats.drop(Drop.NO_ROUTE)
             return
-        rest = (mtu & 0xFFFF).to_bytes(4, "big") if typ == 3 and code == 4 else bytes(4)
-        msg = w.build_error4(typ, code, packet, rest)
+        msg = w.build_error4(typ, code, packet, rest if rest is not None else bytes(4))
         st.stats.count("icmp", f"out_errors_{typ}_{code}")
         st.ip_send(route, PROTO_ICMP, msg, now)
 
-    def _error_route(self, to: bytes, orig_dst: bytes, now: int) -> OutRoute | None:
+    def _error_route(self, to: bytes, orig_dst: bytes, from_addr: bytes | None,
+                     now: int) -> OutRoute | None:
+        """The route back to the invoking packet's source and our source on it
+        (Linux ``__icmp_send``): the original destination when it is ours, else
+        the locally-originated rule (route src, egress interface, loopback, any
+        interface); with no IPv4 address at all 192.0.0.8 (RFC 7600 §4.8,
+        draft-ietf-intarea-v4-via-v6 §4)."""
         st = self.st
-        own = orig_dst if st.is_local_address(orig_dst, 0) else None
+        own = from_addr
+        if own is None and st.is_local_address(orig_dst, 0):
+            own = orig_dst
         try:
             return st.route_output(to, 0, own, now)
         except RouteError as e:
             if e.errno != errno.EHOSTUNREACH:
                 return None
-        # No IPv4 address anywhere: RFC 7600 / draft-ietf-intarea-v4-via-v6 §4: 192.0.0.8.
         r = st.routes.lookup(to, 0, now)
-        if r is None:
+        if r is None or r.local:
+            return None
+        iface = st.interfaces.get(r.ifindex)
+        if iface is None or not iface.up:
             return None
         nexthop = r.gateway if r.gateway is not None else to
-        iface = st.interfaces[r.ifindex]
         return OutRoute(to, 0, DUMMY4, 0, r.ifindex, r.aifp, nexthop,
-                        r.gw_zone if needs_zone(nexthop) else 0, iface.mtu, st.routes.gen, r.local)
+                        r.gw_zone if needs_zone(nexthop) else 0,
+                        st.path_mtu(to, iface.mtu, now), st.routes.gen, False)
 
     def ping_send(self, dst: bytes, ident: int, seq: int, payload: bytes, now: int,
                   src: bytes | None = None, ttl: int | None = None) -> OutRoute:
+        """Send one echo request; the reply comes back as an EchoReply event.
+        Raises RouteError when there is no route or no IPv4 source."""
         route = self.st.route_output(dst, 0, src, now)
         msg = w.build_icmpv4(w.ECHO_REQUEST, 0, ident.to_bytes(2, "big") + seq.to_bytes(2, "big"),
                              payload)
@@ -369,10 +532,8 @@ class Ip4:
         self.st.ip_send(route, PROTO_ICMP, msg, now, hop_limit=ttl)
         return route
 
-
-def _f(addr: bytes) -> str:
-    from stack.wire.addr import fmt
-    return fmt(addr)
+    def ping_forget(self, ident: int) -> None:
+        self.pings.pop(ident, None)
 
 
 def _proto(p: int) -> str:

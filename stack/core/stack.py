@@ -507,26 +507,35 @@ class Stack:
                         self.path_mtu(dst, iface.mtu, now), self.routes.gen, local)
 
     def _route4(self, dst: bytes, src: bytes | None, now: int) -> OutRoute:
+        """IPv4 output decision; the gateway may be IPv6 (RFC 5549/8950), which
+        changes the next hop only: the source is chosen for the IPv4 destination
+        (PROTOCOLS.md §2.1 order, srcsel.select_source4), never from the gateway's
+        family (the FreeBSD D31868 / 2025 freebsd-net failure)."""
         r = self.routes.lookup(dst, 0, now)
         if r is None:
             raise RouteError(errno.ENETUNREACH, f"no route to {fmt(dst)}")
         iface = self.interfaces[r.ifindex]
         if not iface.up:
             raise RouteError(errno.ENETDOWN, f"{iface.name} is down")
+        # RFC 1122 §3.2.1.3(g): all of 127/8 is this host (Linux "local 127.0.0.0/8").
+        local = r.local or (iface.loopback and dst[0] == 127)
         if src is not None:
-            if not self.is_local_address(src, 0):
+            if not (self.is_local_address(src, 0) or (local and src[0] == 127)):
                 raise RouteError(errno.EADDRNOTAVAIL, f"{fmt(src)} is not a local address")
         else:
-            out_if = r.aifp if r.local else r.ifindex
-            src = select_source4(self.interfaces, dst, out_if, r.src)
+            out_if = r.aifp if local else r.ifindex
+            r_src = r.src if r.src is not None and self.is_local_address(r.src, 0) else None
+            src = select_source4(self.interfaces, dst, out_if, r_src)
             if src is None:
-                raise RouteError(errno.EHOSTUNREACH, f"no IPv4 source address for {fmt(dst)}")
+                # FreeBSD in_pcbladdr's answer, kept: no IPv4 address anywhere.
+                raise RouteError(errno.EHOSTUNREACH, f"No route to host: no IPv4 source address "
+                                 f"for {fmt(dst)}")
         if r.gateway is not None:
             nexthop, nh_zone = r.gateway, r.gw_zone
         else:
             nexthop, nh_zone = dst, 0
         return OutRoute(dst, 0, src, 0, r.ifindex, r.aifp, nexthop, nh_zone,
-                        self.path_mtu(dst, iface.mtu, now), self.routes.gen, r.local)
+                        self.path_mtu(dst, iface.mtu, now), self.routes.gen, local)
 
     def path_mtu(self, dst: bytes, link_mtu: int, now: int) -> int:
         entry = self.pmtu.get(dst)
@@ -586,7 +595,10 @@ class Stack:
             if is_multicast6(nexthop):
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
                 return
-            mac, actions = self.nd.resolve(ifindex, nexthop, Pending(ethertype, packet), now, src_hint)
+            # An IPv4 packet via an IPv6 next hop (RFC 8950) uses the same ND entry as
+            # IPv6 traffic to that neighbor; its IPv4 source is no NS source hint.
+            hint6 = src_hint if src_hint is not None and len(src_hint) == 16 else None
+            mac, actions = self.nd.resolve(ifindex, nexthop, Pending(ethertype, packet), now, hint6)
         else:
             if nexthop == b"\xff\xff\xff\xff" or self.ip4.is_broadcast(iface, nexthop):
                 self.transmit(iface, b"\xff" * 6, ethertype, packet)
