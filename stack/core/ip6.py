@@ -36,6 +36,7 @@ from stack.wire.frame_types import (
     Frame,
 )
 from stack.wire.ipv6 import build_ipv6, fragment_ipv6
+from stack.wire.ndp import build_redirect
 
 if TYPE_CHECKING:
     from stack.core.stack import Stack
@@ -52,6 +53,7 @@ class Ip6:
         self.st = stack
         self.reasm = Reassembler(stack, family=6)
         self.frag_ident = stack.rng.getrandbits(32)
+        self.send_redirects = True      # RFC 4861 §8.2 (router mode only)
 
     def poll(self, now: int) -> None:
         self.reasm.poll(now)
@@ -175,41 +177,85 @@ class Ip6:
     # -- forwarding --------------------------------------------------------------
 
     def forward(self, rcvif: Interface, f: Frame, now: int) -> str:
-        """Router mode (RFC 8200 §3, RFC 4007 §9, RFC 4443 §3)."""
+        """Router mode (RFC 8200 §3, RFC 4007 §9, RFC 4291 §2.5.6, RFC 4443 §3).
+
+        Order as Linux ``ip6_forward``: hop limit → route (a link-local destination
+        is looked up in the arrival link's zone, so it can only go back out there)
+        → source scope → MTU → Redirect → decrement and send."""
         st = self.st
         if not st.forwarding:
             return self._drop(Drop.IPV6_NOT_FOR_US)
         src, dst = f.src, f.dst
-        if is_unspecified(src) or is_link_local6(dst):
-            return self._drop(Drop.IPV6_BEYOND_SCOPE)
+        # RFC 4291 §2.5.2: the unspecified address is never forwarded (either side).
+        if is_unspecified(src) or is_unspecified(dst):
+            return self._drop(Drop.IPV6_MARTIAN)
+        if f.eth_dst[0] & 1:
+            return self._drop(Drop.IPV6_NOT_FOR_US)     # a link multicast for someone else
+        # RFC 8200 §3 / RFC 4443 §3.3: a hop limit that would reach 0: Time Exceeded.
         if f.hop_limit <= 1:
-            st.icmp6.error(f, 3, 0, 0, rcvif, now)     # Time Exceeded, hop limit
+            st.icmp6.error(f, 3, 0, 0, rcvif, now)
             return self._drop(Drop.IPV6_HOP_LIMIT_EXCEEDED)
-        r = st.routes.lookup(dst, 0, now)
-        if r is None:
-            st.icmp6.error(f, 1, 0, 0, rcvif, now)     # no route to destination
+        # RFC 4007 §9: the destination's zone comes from the arrival interface.
+        dst_zone = rcvif.ifindex if needs_zone(dst) else 0
+        r = st.routes.lookup(dst, dst_zone, now)
+        out = st.interfaces.get(r.ifindex) if r is not None else None
+        if r is None or r.local or out is None or out.loopback or not out.up \
+                or out.ipv6_disabled:
+            st.icmp6.error(f, 1, 0, 0, rcvif, now)     # RFC 4443 §3.1 code 0: no route
             return self._drop(Drop.IPV6_NO_ROUTE)
-        if r.local:
-            return self._drop(Drop.IPV6_NOT_FOR_US)
         # RFC 4007 §9 / RFC 4291 §2.5.6: a link-local source never leaves its link.
         if is_link_local6(src) and r.ifindex != rcvif.ifindex:
-            st.icmp6.error(f, 1, 2, 0, rcvif, now)     # beyond scope of source address
+            st.icmp6.error(f, 1, 2, 0, rcvif, now)     # code 2: beyond scope of source address
             return self._drop(Drop.IPV6_BEYOND_SCOPE)
-        out = st.interfaces[r.ifindex]
         packet = bytearray(f.ip_packet())
         if len(packet) > out.mtu:
-            st.icmp6.error(f, 2, 0, out.mtu, rcvif, now)   # Packet Too Big
+            # RFC 8200 §5 / RFC 4443 §3.2: routers never fragment; PTB with the MTU.
+            st.icmp6.error(f, 2, 0, out.mtu, rcvif, now)
             return self._drop(Drop.IPV6_TOO_BIG)
-        packet[7] = f.hop_limit - 1
         nexthop = r.gateway if r.gateway is not None else dst
-        if r.ifindex == rcvif.ifindex and r.gateway is None:
-            pass  # RFC 4861 §8.2 would send a Redirect here; on-link peers reach each other directly
+        nh_zone = r.gw_zone if r.gateway is not None else (r.ifindex if needs_zone(dst) else 0)
+        if r.ifindex == rcvif.ifindex:
+            self._maybe_redirect(rcvif, f, r.gateway, now)
+        packet[7] = f.hop_limit - 1
         st.stats.count("ipv6", "out_forwarded")
         if st.tracer is not None:
-            st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} src={st.fmt_zoned(src, rcvif.ifindex)} "
-                      f"dst={st.fmt_zoned(dst, 0)} nexthop={st.fmt_zoned(nexthop, r.gw_zone or r.ifindex)}")
+            st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} "
+                      f"src={st.fmt_zoned(src, rcvif.ifindex)} dst={st.fmt_zoned(dst, dst_zone)} "
+                      f"nexthop={st.fmt_zoned(nexthop, nh_zone)}")
         st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, bytes(packet), now)
         return "forward"
+
+    def _maybe_redirect(self, rcvif: Interface, f: Frame, gateway: bytes | None, now: int) -> None:
+        """RFC 4861 §8.2: the packet goes back out the link it came from, its source
+        is a neighbor (link-local, on-link prefix or in the neighbor cache), it is not
+        source-routed and its destination is unicast: tell the sender the better first
+        hop: the destination itself when on-link, else the router's link-local address
+        (a global gateway cannot be named: no Redirect). Source = our link-local
+        (§4.5), hop limit 255, rate limited with the ICMPv6 errors (§8.2)."""
+        st = self.st
+        src, dst = f.src, f.dst
+        if not self.send_redirects or is_multicast6(dst):
+            return
+        if any(typ == PROTO_ROUTING for typ, _o, _n in f.ext):
+            return
+        target = dst if gateway is None else gateway
+        if not is_link_local6(target) and gateway is not None:
+            return
+        if target == src:
+            return
+        neighbor = is_link_local6(src) or rcvif.on_link6(src) \
+            or st.nd.get(rcvif.ifindex, src) is not None
+        ll = rcvif.link_local()
+        if not neighbor or ll is None:
+            return
+        if not st.icmp6.bucket.take(now):
+            st.stats.drop(Drop.ICMP_ERROR_RATE_LIMITED)
+            return
+        entry = st.nd.get(rcvif.ifindex, target)
+        tlla = entry.lladdr if entry is not None and entry.lladdr is not None else None
+        msg = build_redirect(ll.addr, src, target, dst, tlla, f.ip_packet())
+        st.stats.count("icmp6", "out_redirects")
+        self.send_raw(rcvif.ifindex, f.eth_src, ll.addr, src, PROTO_ICMPV6, msg, now)
 
     # -- output ------------------------------------------------------------------
 
@@ -236,10 +282,13 @@ class Ip6:
         if route.local:
             st.loop(route.origifp, ETHERTYPE_IPV6, packet)
             return
-        if len(packet) > route.mtu:
+        # A cached route keeps the MTU of its time; a Packet Too Big learned since
+        # (RFC 8201 §4) applies at once.
+        mtu = st.path_mtu(route.dst, route.mtu, now)
+        if len(packet) > mtu:
             # RFC 8200 §4.5: the source fragments.
             self.frag_ident = (self.frag_ident + 1) & 0xFFFFFFFF
-            for frag in fragment_ipv6(packet, route.mtu, self.frag_ident):
+            for frag in fragment_ipv6(packet, mtu, self.frag_ident):
                 st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV6, frag, now, route.src)
             st.stats.count("ipv6", "out_fragmented")
             return
