@@ -70,10 +70,21 @@ class NdProto:
             elif t == REDIRECT:
                 self.handle_redirect(rcvif, f, now)
             else:
-                st.stats.count("nd", "in_rs_ignored")  # we are not an advertising router
+                self._rs(f)
         except ParseError as e:
             reason = Drop.ND_BAD_OPTION if "option" in e.reason else Drop.ND_BAD_LENGTH
             st.stats.drop(reason)
+
+    # -- Router Solicitation --------------------------------------------------------
+
+    def _rs(self, f: Frame) -> None:
+        """§6.1.1 validity (length, options; from :: no SLLAO), then ignored:
+        we are not an advertising interface (§6.2.6 is for routers)."""
+        rs = ndp.parse_rs(f.buf, f.l4_off, f.ip_end)
+        if is_unspecified(f.src) and rs.opts.slla is not None:
+            self.st.stats.drop(Drop.ND_BAD_SOURCE)
+            return
+        self.st.stats.count("nd", "in_rs_ignored")
 
     # -- Neighbor Solicitation ----------------------------------------------------
 
