@@ -326,8 +326,8 @@ class Ip4:
             reply = warp.build_arp_reply(rcvif.mac, p.tpa, p.sha, p.spa)
             st.stats.count("arp", "out_replies")
             st.transmit(rcvif, p.sha, ETHERTYPE_ARP, reply)
-        elif not ours and entry is None:
-            st.stats.drop(Drop.ARP_NOT_FOR_US)
+        elif entry is None:
+            st.stats.drop(Drop.ARP_UNSOLICITED if ours else Drop.ARP_NOT_FOR_US)
 
     def send_arp_request(self, ifindex: int, target: bytes, lladdr: bytes | None,
                          src_hint: bytes | None) -> None:

@@ -128,6 +128,9 @@ class Ip6:
                 return "reassembling"
             f, rcvif_index = whole
             rcvif = self.st.interfaces.get(rcvif_index, rcvif)
+            if f.proto == PROTO_ICMPV6 and f.icmp_type in ND_TYPES:
+                # RFC 6980 §5: ND that came in a Fragment header (atomic too) is ignored.
+                return self._drop(Drop.ND_FRAGMENTED)
         return self.deliver(rcvif, f, now, looped)
 
     def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:

@@ -55,6 +55,7 @@ class Drop(StrEnum):
     ARP_ADDRESS_CONFLICT = "arp_address_conflict"  # RFC 5227 §2.4
     ARP_BAD = "arp_bad"
     ARP_NOT_FOR_US = "arp_not_for_us"
+    ARP_UNSOLICITED = "arp_unsolicited"          # a reply nobody asked for creates no entry
     # checksums
     BAD_CHECKSUM = "bad_checksum"
     # ICMP

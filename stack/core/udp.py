@@ -192,10 +192,14 @@ class UdpLayer:
                 return
         for ep in self.endpoints.get(lport, []):
             # Unconnected endpoints learn of it too (Linux IP_RECVERR-less behaviour is to
-            # ignore; we report it so `tapstack connect -u` can print it).
+            # ignore; we report it so `tapstack connect -u` can print it). RFC 5927 §4.1:
+            # never a connected endpoint for another peer, nor one bound to another address.
+            if ep.remote is not None or (ep.local is not None and ep.local != local):
+                continue
             ep.error = err
             self.st.emit(SocketError(ep, err))
             return
+        self.st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)    # RFC 5927: quotes nothing of ours
 
     def poll(self, now: int) -> None:
         pass

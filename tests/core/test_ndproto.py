@@ -307,8 +307,6 @@ def _fragments(kind: str) -> list[bytes]:
     return [bytes(Ether(src=smac(MAC_B), dst=p[Ether].dst) / f) for f in fragment6(whole, 120)]
 
 
-@pytest.mark.xfail(strict=True, reason="RFC 6980: reassembled ND reaches ndproto without a fragment "
-                   "mark; needs the reasm hook described in the ND report")
 @pytest.mark.parametrize("kind", ["atomic", "two_fragments"])
 def test_fragmented_nd_is_dropped(kind: str) -> None:
     st, clock = one_stack()
