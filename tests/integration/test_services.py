@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,16 @@ def test_tapstack_connect_errors(served: StackProcess) -> None:
     assert r.returncode == 1 and r.stderr.strip() == "connect: Connection refused"
     r = served.tapstack("connect", "-w", "3", "2001:db8:99::1", "7", input="x\n", check=False)
     assert r.returncode == 1 and r.stderr.startswith("connect: ")
+
+
+def test_connect_to_itself_over_loopback_and_lo_pcap(tapstack_factory: Factory, tmp_path: Path) -> None:
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether  # noqa: F401  (registers LINKTYPE_ETHERNET)
+    from scapy.utils import rdpcap
+
+    pcap_dir = f"{tmp_path}/pcap"
+    sp = tapstack_factory(WITH_SERVICES, "--pcap", pcap_dir)
+    r = sp.tapstack("connect", "-w", "5", "2001:db8:1::2", "7", input="hi\n")
+    assert r.stdout == "hi\n" and r.returncode == 0
+    pkts = rdpcap(f"{pcap_dir}/lo.pcap")
+    assert any(IPv6 in p and p[IPv6].dst == "2001:db8:1::2" for p in pkts)
