@@ -118,6 +118,7 @@ def stats(req: Request) -> Any:
             for k, v in counters.items():
                 total[k] = total.get(k, 0) + v
         data["link"] = dict(sorted(total.items()))
+        data["runtime"] = driver.counters()
         ifaces = data.setdefault("interfaces", {})
         if isinstance(ifaces, dict):
             for ifname, counters in links.items():

@@ -166,3 +166,18 @@ def test_tx_delay_faults_release_on_the_timer(env: Any) -> None:
     until(loop, lambda: st.received == [(2, b"x")])
     assert link.written == []                      # held back
     until(loop, lambda: link.written == [b"re:x"])
+
+
+def test_core_exceptions_are_counted_not_fatal(env: Any, caplog: pytest.LogCaptureFixture) -> None:
+    loop, st, link, drv = env
+
+    def broken(ifindex: int, frame: bytes, now: int) -> None:
+        if frame == b"bad":
+            raise ValueError("core bug")
+        FakeStack.receive(st, ifindex, frame, now)
+    st.receive = broken  # type: ignore[method-assign]
+    link.wire.send(b"bad")
+    link.wire.send(b"good")
+    until(loop, lambda: link.written == [b"re:good"])
+    assert drv.core_errors == 1 and "core receive failed" in caplog.text
+    assert drv.counters()["core_errors"] == 1
