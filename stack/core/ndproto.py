@@ -6,7 +6,7 @@ Redirect in ``rdisc.RouterDiscovery``, the MLD listener in ``mld.MldListener``
 (both reached through the hooks below). Validation follows §7.1.1/§7.1.2
 (NS/NA), §6.1.1/§6.1.2 (RS/RA) and §8.1 (Redirect): hop limit 255, code 0,
 length, non-zero option lengths, source and target rules; RFC 6980 (no
-fragmented ND; reassembled ND is refused in ``reasm``). Every rejection is a
+fragmented ND; reassembled ND is refused in ``ip6._local``). Every rejection is a
 counted drop.
 """
 
@@ -157,6 +157,8 @@ class NdProto:
         # §7.2.5: IsRouter TRUE -> FALSE removes the router from the Default Router List.
         if not na.router and (was_router or self.rdisc.is_router(rcvif.ifindex, target)):
             self.router_lost(rcvif, target, now)
+        elif self.rdisc.is_router(rcvif.ifindex, target):
+            self.rdisc.rank_routers(now)                  # §6.3.6: its reachability changed
 
     def apply(self, actions: list[Action], now: int) -> None:
         """Turn neighbor-cache instructions into frames (and trace lines)."""

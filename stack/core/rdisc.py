@@ -24,6 +24,7 @@ Transitions:
     RA with router lifetime > 0  -> solicitation stops (§6.3.7); router added/refreshed
     RA with router lifetime 0    -> router removed
     router lifetime expires      -> router removed
+    router's cache entry missing or INCOMPLETE -> its route ranks below the others (§6.3.6)
     NA with R=0 from a router    -> router removed, redirects through it removed (§7.2.5)
     PIO L=1 valid > 0            -> prefix added/refreshed; valid 0 -> removed
     PIO A=1 new prefix           -> address formed (EUI-64), DAD
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from stack.core.clock import ms, s
 from stack.core.interface import Addr6, AddrState, Interface, Origin
-from stack.core.nd import NeighborCache
+from stack.core.nd import NeighborCache, NudState
 from stack.core.routes import PROTO_KERNEL, PROTO_RA, PROTO_REDIRECT
 from stack.core.stats import Drop
 from stack.wire import ndp
@@ -78,6 +79,7 @@ MAX_SLAAC_PER_IF = 16
 MAX_REDIRECTS = 1024
 REDIRECT_LIFETIME = s(600)
 RA_DEFAULT_METRIC = 1024
+RA_SUSPECT_METRIC = RA_DEFAULT_METRIC + 1  # §6.3.6: a router not known to be reachable
 RA_PREFIX_METRIC = 256
 
 _INF = 1 << 62                             # "infinite" for lifetime arithmetic
@@ -88,6 +90,7 @@ class DefaultRouter:
     ifindex: int
     addr: bytes                # link-local, zone = ifindex
     expires_at: int
+    metric: int = RA_DEFAULT_METRIC
 
 
 @dataclass(slots=True)
@@ -160,8 +163,8 @@ class RouterDiscovery:
             return
         st.stats.count("nd", "in_ra")
         self._parameters(rcvif, ra, now)
-        self._router(rcvif, f.src, ra.router_lifetime, now)
         self._router_neighbor(rcvif, f.src, ra.opts.slla, now)
+        self._router(rcvif, f.src, ra.router_lifetime, now)
         if ra.opts.mtu is not None:
             self._mtu(rcvif, ra.opts.mtu)
         for pi in ra.opts.prefixes:
@@ -205,8 +208,31 @@ class RouterDiscovery:
             router = self.routers[key] = DefaultRouter(iface.ifindex, addr, expires_at)
             self.st.note("info", f"{iface.name}: default router {fmt(addr)} (lifetime {lifetime} s)")
         router.expires_at = expires_at
-        self.st.add_route(UNSPECIFIED6, 0, gateway=addr, gw_zone=iface.ifindex, proto=PROTO_RA,
-                          metric=RA_DEFAULT_METRIC, expires_at=expires_at, now=now)
+        self._route_router(router, self._metric(router), now)
+
+    def _route_router(self, router: DefaultRouter, metric: int, now: int) -> None:
+        """(Re)install the router's ::/0 route with this metric and its lifetime."""
+        if metric != router.metric:
+            self.st.routes.remove(UNSPECIFIED6, 0, proto=PROTO_RA, ifindex=router.ifindex,
+                                  gateway=router.addr)
+            router.metric = metric
+        self.st.add_route(UNSPECIFIED6, 0, gateway=router.addr, gw_zone=router.ifindex, proto=PROTO_RA,
+                          metric=metric, expires_at=router.expires_at, now=now)
+
+    def _metric(self, router: DefaultRouter) -> int:
+        """§6.3.6: routers reachable or probably reachable (a cache entry in any
+        state but INCOMPLETE) are preferred over those whose reachability is
+        unknown or suspect; the route metric carries the preference."""
+        entry = self.st.nd.get(router.ifindex, router.addr)
+        good = entry is not None and entry.state is not NudState.INCOMPLETE
+        return RA_DEFAULT_METRIC if good else RA_SUSPECT_METRIC
+
+    def rank_routers(self, now: int) -> None:
+        """Re-apply §6.3.6 after neighbor cache changes."""
+        for router in self.routers.values():
+            metric = self._metric(router)
+            if metric != router.metric:
+                self._route_router(router, metric, now)
 
     def _remove_router(self, router: DefaultRouter, why: str) -> None:
         self.routers.pop((router.ifindex, router.addr), None)
@@ -450,6 +476,7 @@ class RouterDiscovery:
                 del self.routers[(router.ifindex, router.addr)]
             elif router.expires_at <= now:
                 self._remove_router(router, "router lifetime expired")
+        self.rank_routers(now)
         for entry in list(self.prefixes.values()):
             if entry.ifindex not in st.interfaces:
                 del self.prefixes[(entry.ifindex, entry.prefix, entry.plen)]

@@ -299,6 +299,38 @@ def test_two_routers_are_both_listed_and_removed_independently() -> None:
     assert only(routes(st, PROTO_RA)).gateway == LL_R2
 
 
+def test_router_known_reachable_is_preferred_over_unknown_one() -> None:
+    st, clock = settled()
+    add_router(st, clock, src=LL_R, slla=None)                     # no cache entry: unknown
+    add_router(st, clock, src=LL_R2, slla=MAC_C)                   # STALE: probably reachable
+    assert st.route_output(FAR, 0, None, clock.now()).nexthop == LL_R2   # §6.3.6
+    metrics = {r.gateway: r.metric for r in routes(st, PROTO_RA)}
+    assert metrics == {LL_R: rdisc.RA_SUSPECT_METRIC, LL_R2: rdisc.RA_DEFAULT_METRIC}
+
+
+def test_traffic_moves_to_the_other_router_when_the_first_stops_answering() -> None:
+    st, clock = settled()
+    add_router(st, clock, pio(), src=LL_R, slla=MAC_R)
+    add_router(st, clock, src=LL_R2, slla=MAC_C)
+    assert st.route_output(FAR, 0, None, clock.now()).nexthop == LL_R
+    st.icmp6.ping_send(FAR, 0, 1, 1, b"x", clock.now())
+    assert only(of_type(frames(st), 128)).eth_dst == MAC_R
+    settle(st, clock, s(10))                                        # DELAY, 3 probes, entry gone
+    assert st.nd.get(IF, LL_R) is None
+    assert st.route_output(FAR, 0, None, clock.now()).nexthop == LL_R2
+    add_router(st, clock, src=LL_R, slla=MAC_R)                     # it is back
+    assert {r.gateway: r.metric for r in routes(st, PROTO_RA)}[LL_R] == rdisc.RA_DEFAULT_METRIC
+
+
+def test_router_answering_resolution_becomes_preferred_again() -> None:
+    st, clock = settled()
+    add_router(st, clock, src=LL_R, slla=None)
+    assert only(routes(st, PROTO_RA)).metric == rdisc.RA_SUSPECT_METRIC
+    st.ndp.apply(st.nd.on_solicitation(IF, LL_R, MAC_R, clock.now()), clock.now())
+    st.receive(IF, _na_from_router(True), clock.now())
+    assert only(routes(st, PROTO_RA)).metric == rdisc.RA_DEFAULT_METRIC
+
+
 def test_static_default_route_wins_over_learned_one() -> None:
     st, clock = settled()
     st.add_route(bytes(16), 0, gateway=LL_X, gw_zone=IF, now=clock.now())
