@@ -450,7 +450,9 @@ class RouterDiscovery:
         times = [sol.at for sol in self.solicit.values()]
         times.extend(r.expires_at for r in self.routers.values())
         times.extend(p.expires_at for p in self.prefixes.values() if p.expires_at is not None)
-        times.extend(self.redirects.values())
+        if self.redirects:
+            # Same lifetime for all, refreshed ones re-inserted: the first expires first.
+            times.append(next(iter(self.redirects.values())))
         for iface in self.st.interfaces.values():
             for a in iface.addrs6:
                 t = self._address_deadline(a)
@@ -482,10 +484,12 @@ class RouterDiscovery:
                 del self.prefixes[(entry.ifindex, entry.prefix, entry.plen)]
             elif entry.expires_at is not None and entry.expires_at <= now:
                 self._remove_prefix(entry, "valid lifetime expired")
-        for dest, expires_at in list(self.redirects.items()):
-            if expires_at <= now:
-                del self.redirects[dest]
-                st.routes.remove(dest, 128, proto=PROTO_REDIRECT)
+        while self.redirects:
+            dest, expires_at = next(iter(self.redirects.items()))
+            if expires_at > now:
+                break
+            del self.redirects[dest]
+            st.routes.remove(dest, 128, proto=PROTO_REDIRECT)
         for iface in list(st.interfaces.values()):
             for a in list(iface.addrs6):
                 t = self._address_deadline(a)

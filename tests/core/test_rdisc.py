@@ -799,3 +799,19 @@ def test_redirects_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         st.receive(IF, redirect(LL_R2, ip6(f"2001:db8:99::{i + 1:x}"), tlla=None), clock.now())
     assert len(routes(st, PROTO_REDIRECT)) == rdisc.MAX_REDIRECTS
     assert st.stats.get("nd", "redirect_evicted") == 5
+
+
+def test_refreshed_redirect_outlives_an_older_one() -> None:
+    st, clock = redirect_stack()
+    other = ip6("2001:db8:99::6")
+    st.receive(IF, redirect(LL_R2, FAR), clock.now())
+    clock.advance(s(100))
+    st.receive(IF, redirect(LL_R2, other), clock.now())
+    clock.advance(s(100))
+    st.receive(IF, redirect(LL_R2, FAR, src=LL_R2), clock.now())    # refresh from the new first hop
+    clock.advance(rdisc.REDIRECT_LIFETIME - s(100))
+    st.poll(clock.now())
+    assert {r.dst for r in routes(st, PROTO_REDIRECT)} == {FAR}
+    clock.advance(s(100))
+    st.poll(clock.now())
+    assert routes(st, PROTO_REDIRECT) == []
