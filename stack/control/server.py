@@ -111,6 +111,7 @@ class Request:
         self.reader = reader
         self.writer = writer
         self.replied = False
+        self.pipe: Pipe | None = None
 
     async def send(self, obj: object) -> None:
         self.writer.write(_line(obj))
@@ -136,7 +137,8 @@ class Request:
         self.server._pipes[token] = fut
         try:
             await self.reply({"pipe": token})
-            return await asyncio.wait_for(fut, timeout)
+            self.pipe = await asyncio.wait_for(fut, timeout)
+            return self.pipe
         except TimeoutError:
             raise CommandError("client did not attach the data pipe") from None
         finally:
@@ -344,7 +346,7 @@ class ControlServer:
             if inspect.isawaitable(result):
                 result = await result
             self.ctx.kick()
-            if not command.stream and not req.replied:
+            if not req.replied:
                 await req.reply(result)
         except CommandError as e:
             self.ctx.kick()
@@ -362,6 +364,9 @@ class ControlServer:
                 await req.send({"error": text, "exit": 2})
             else:
                 await error(text)
+        finally:
+            if req.pipe is not None:
+                req.pipe.close()        # a handler that forgot (or failed) must not hang the client
         return None
 
     async def _attach_pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

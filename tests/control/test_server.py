@@ -239,3 +239,15 @@ def test_mutations_are_silent_on_success_unless_json(served: Served, capsys: pyt
     assert capsys.readouterr().out == ""
     assert main(["--name", "unit", "-j", "route", "del", "2001:db8:7::/48"]) == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": 1}
+
+
+def test_a_handler_that_forgets_its_pipe_does_not_hang_the_client(served: Served,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    async def sloppy(req: Request) -> None:
+        pipe = await req.open_pipe()
+        pipe.writer.write(b"partial\n")
+        await req.send({"exit": 0})           # returns without pipe.close()
+
+    served.server.register("connect", sloppy, stream=True)
+    assert main(["--name", "unit", "connect", "2001:db8:1::1", "7"]) == 0
+    assert capfd.readouterr().out == "partial\n"
