@@ -353,7 +353,9 @@ class TcpConnection(TcpOutput):
             self.rtt_seq = None
         # RFC 6298 (5.2)/(5.3): stop the timer when all is acked, else restart it.
         self.rto_at = now + self.rtt.rto if self.snd_nxt > ack else None
-        if self.want_writable and self.sndbuf.space() > 0:
+        # Writable once a third of the buffer is free again (Linux sk_stream_write_space),
+        # for a writer that found it full (a short send, or send_space read as 0).
+        if self.want_writable and (self.sndbuf.space() * 3 >= self.sndbuf.limit or not self.sndbuf.data):
             self.want_writable = False
             self._event(Writable(self))
 
@@ -537,6 +539,8 @@ class TcpConnection(TcpOutput):
         Raises the connection's error (``ConnectionResetError``...), or
         ``BrokenPipeError`` after ``shutdown_write``/``close`` or once closed.
         Output happens at the next ``poll`` of the layer, or now if ``now`` is given.
+        A short count (or ``send_space`` read as 0) arms one ``Writable`` event,
+        emitted when a third of the send buffer is free again.
         """
         if self.error is not None:
             raise _os_error(self.error)
@@ -651,7 +655,11 @@ class TcpConnection(TcpOutput):
 
     @property
     def send_space(self) -> int:
-        return self.sndbuf.space() if self.state in _WRITABLE_STATES and not self.fin_queued else 0
+        """Bytes ``send`` would take now. Reading 0 arms ``Writable`` (like a short send)."""
+        space = self.sndbuf.space() if self.state in _WRITABLE_STATES and not self.fin_queued else 0
+        if space == 0 and self.state in _WRITABLE_STATES and not self.fin_queued:
+            self.want_writable = True
+        return space
 
     @property
     def at_eof(self) -> bool:

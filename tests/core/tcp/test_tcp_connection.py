@@ -27,7 +27,7 @@ from tcp_harness import (
 )
 
 from stack.core.clock import ms, s
-from stack.core.events import Closed, Connected, Readable, SocketError
+from stack.core.events import Closed, Connected, Readable, SocketError, Writable
 from stack.core.stats import Drop, Stats
 from stack.core.tcp.connection import TcpConnection
 from stack.core.tcp.tcb import TcpConfig, TcpState
@@ -415,13 +415,29 @@ def test_window_update_rule() -> None:
     assert c.snd_wnd == 400
 
 
+def writables(c: TcpConnection) -> int:
+    return sum(isinstance(e, Writable) for e in events(c))
+
+
 def test_acked_data_frees_buffer_and_emits_writable_when_blocked() -> None:
-    c = established(TcpConfig(timestamps=False, sack=False, window_scaling=False, snd_buf=100))
-    assert c.send(b"x" * 150) == 100
+    c = established(TcpConfig(timestamps=False, sack=False, window_scaling=False, snd_buf=300))
+    assert c.send(b"x" * 400) == 300                 # short: arms Writable
     c.dispatch(0)
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 51), at=0)
+    assert writables(c) == 0                         # 50 free: less than a third
     feed(c, seg("A", seq=IRS + 1, ack=ISS + 101), at=0)
-    assert c.send_space == 100
-    assert any(type(e).__name__ == "Writable" for e in events(c))
+    assert writables(c) == 1 and c.send_space == 100
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 301), at=0)
+    assert writables(c) == 1                         # not armed again
+
+
+def test_reading_send_space_as_zero_arms_writable() -> None:
+    c = established(TcpConfig(timestamps=False, sack=False, window_scaling=False, snd_buf=300))
+    assert c.send(b"x" * 300) == 300                 # exactly full: not short
+    c.dispatch(0)
+    assert c.send_space == 0
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 301), at=0)
+    assert writables(c) == 1
 
 
 # --- seventh: text --------------------------------------------------------------------
