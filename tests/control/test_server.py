@@ -227,6 +227,8 @@ def test_internal_errors_are_replied(served: Served) -> None:
 
 
 def test_missing_plugin_commands_are_clear_errors(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    for plugin in ("ping", "connect"):          # registered globally once stack.api.control is imported
+        served.server.commands.pop(plugin, None)
     assert main(["--name", "unit", "ping", "2001:db8:1::1"]) == 2
     assert capsys.readouterr().err.startswith("tapstack: unknown command 'ping'")
     assert main(["--name", "unit", "connect", "2001:db8:1::1", "7"]) == 2

@@ -3,6 +3,7 @@ chargen from the kernel side, `tapstack ping` and `tapstack connect` toward the 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,13 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which("nc") is None, reason="netcat-openbsd not installed"),
 ]
+
+# ping/connect handlers and the services come from the api layer's plug-ins.
+needs_control_plugin = pytest.mark.skipif(importlib.util.find_spec("stack.api.control") is None,
+                                          reason="stack.api.control (ping/connect handlers) not present")
+needs_services = pytest.mark.skipif(importlib.util.find_spec("stack.api.services") is None,
+                                    reason="stack.api.services not present")
+pytestmark.append(needs_services)
 
 WITH_SERVICES = ONE_TAP + """
 [services]
@@ -49,6 +57,7 @@ def test_daytime_and_chargen(served: StackProcess) -> None:
     assert len(r.stdout) > 1000 and r.stdout[:1] in b" !\"#$%"
 
 
+@needs_control_plugin
 def test_tapstack_ping_exit_codes(served: StackProcess) -> None:
     r = served.tapstack("ping", "-c", "2", "-i", "0.2", "2001:db8:1::1")
     assert "2 received" in r.stdout
@@ -58,6 +67,7 @@ def test_tapstack_ping_exit_codes(served: StackProcess) -> None:
     assert r.returncode == 2 and r.stderr.strip()
 
 
+@needs_control_plugin
 def test_tapstack_connect_to_a_kernel_listener(served: StackProcess) -> None:
     listener = subprocess.Popen(["ip", "netns", "exec", served["ns0"], "timeout", "10", "nc", "-l", "-s",
                                  "2001:db8:1::1", "-p", "5555"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -78,6 +88,7 @@ def test_tapstack_connect_to_a_kernel_listener(served: StackProcess) -> None:
             listener.wait()
 
 
+@needs_control_plugin
 def test_tapstack_connect_errors(served: StackProcess) -> None:
     r = served.tapstack("connect", "-w", "3", "2001:db8:1::1", "5556", input="x\n", check=False)
     assert r.returncode == 1 and r.stderr.strip() == "connect: Connection refused"
@@ -85,6 +96,7 @@ def test_tapstack_connect_errors(served: StackProcess) -> None:
     assert r.returncode == 1 and r.stderr.startswith("connect: ")
 
 
+@needs_control_plugin
 def test_connect_to_itself_over_loopback_and_lo_pcap(tapstack_factory: Factory, tmp_path: Path) -> None:
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether  # noqa: F401  (registers LINKTYPE_ETHERNET)
