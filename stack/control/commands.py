@@ -29,7 +29,11 @@ def load_plugins() -> list[str]:
         except ModuleNotFoundError as e:
             if e.name is not None and name.startswith(e.name):
                 continue        # not written yet
-            raise
+            log.exception("cannot load control plug-in %s; its commands are unavailable", name)
+            continue
+        except Exception:
+            log.exception("cannot load control plug-in %s; its commands are unavailable", name)
+            continue
         loaded.append(name)
     return loaded
 

@@ -132,6 +132,10 @@ class Daemon:
         except OSError as e:
             err(os_error_text(e))
             rc = 1
+        except Exception as e:      # a bug: the traceback goes to the log, cleanup still runs
+            log.exception("internal error")
+            err(f"internal error: {type(e).__name__}: {e}")
+            rc = 1
         finally:
             # No signal may interrupt the cleanup itself.
             for sig in old:
