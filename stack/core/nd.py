@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from stack.core.clock import s
+from stack.core.stats import Drop, Stats
 
 MAX_MULTICAST_SOLICIT = 3
 MAX_UNICAST_SOLICIT = 3
@@ -116,8 +117,10 @@ class NeighborCache:
     interface's ND parameters (updated from RAs); ``max_entries`` bounds memory.
     """
 
-    def __init__(self, rng: random.Random, *, max_entries: int = 2048, queue_max: int = 16) -> None:
+    def __init__(self, rng: random.Random, *, max_entries: int = 2048, queue_max: int = 16,
+                 stats: Stats | None = None) -> None:
         self.rng = rng
+        self.stats = stats          # packets the cache discards are counted drops
         self.max_entries = max_entries
         self.queue_max = queue_max
         self.entries: dict[tuple[int, bytes], NeighborEntry] = {}
@@ -183,6 +186,8 @@ class NeighborCache:
             victims = [e for e in self.entries.values() if e.state is wanted]
             if victims:
                 v = min(victims, key=lambda e: e.used_at)
+                if v.queue and self.stats is not None:
+                    self.stats.drop(Drop.ND_CACHE_FULL, len(v.queue))   # its waiting packets
                 del self.entries[(v.ifindex, v.addr)]
                 self.evictions += 1
                 return True
@@ -238,6 +243,8 @@ class NeighborCache:
             if len(e.queue) >= self.queue_max:
                 e.queue.popleft()   # §7.2.2: the new packet replaces the oldest
                 self.queue_drops += 1
+                if self.stats is not None:
+                    self.stats.drop(Drop.ND_QUEUE_OVERFLOW)
             e.queue.append(pending)
             return None, []
         if st is NudState.STALE:

@@ -105,9 +105,9 @@ class Stack:
         self._next_ifindex = 2
         self.pmtu: dict[bytes, tuple[int, int]] = {}  # dst -> (mtu, expires_at)
         self.nd = NeighborCache(self.rng, max_entries=self.limits.neighbor_cache_max,
-                                queue_max=self.limits.nd_queue_max)
+                                queue_max=self.limits.nd_queue_max, stats=self.stats)
         self.arp = NeighborCache(self.rng, max_entries=self.limits.arp_cache_max,
-                                 queue_max=self.limits.nd_queue_max)
+                                 queue_max=self.limits.nd_queue_max, stats=self.stats)
         self.ip6 = Ip6(self)
         self.ip4 = Ip4(self)
         self.icmp6 = Icmp6(self)
