@@ -31,6 +31,7 @@ import errno
 from collections import deque
 from collections.abc import Callable
 from hashlib import blake2s
+from heapq import heappop, heappush
 
 from stack.core.events import Accepted
 from stack.core.ipservice import IpService, OutRoute, RouteError
@@ -144,6 +145,8 @@ class TcpLayer:
         self.listeners: dict[ListenKey, TcpListener] = {}
         self._secret = ip.rng.randbytes(32)          # RFC 6528 §3 secret key
         self._dirty: dict[TcpConnection, None] = {}  # insertion-ordered: deterministic
+        self._timers: list[tuple[int, int, TcpConnection]] = []   # (deadline, order, conn) heap
+        self._timer_seq = 0
         self._now = 0
 
     # --- receive ----------------------------------------------------------
@@ -373,21 +376,37 @@ class TcpLayer:
         self._now = now
         for conn in list(self._dirty):
             self._flush(conn, now)
-        for conn in list(self.connections.values()):
-            due = conn.poll_at()
-            if due is not None and due <= now:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _n, conn = heappop(timers)
+            if conn.sched_at != due or conn.state is TcpState.CLOSED:
+                continue                                # stale: a newer entry exists, or gone
+            conn.sched_at = None
+            actual = conn.poll_at()
+            if actual is not None and actual <= now:
                 conn.poll(now)
-                self._flush(conn, now)
+                self._flush(conn, now)                  # re-schedules
+            else:
+                self._schedule(conn)
 
     def poll_at(self) -> int | None:
+        """The earliest deadline (an instant already past while API output is pending)."""
         if self._dirty:
             return self._now
-        best: int | None = None
-        for conn in self.connections.values():
-            due = conn.poll_at()
-            if due is not None and (best is None or due < best):
-                best = due
-        return best
+        timers = self._timers
+        while timers and (timers[0][2].sched_at != timers[0][0] or timers[0][2].state is TcpState.CLOSED):
+            heappop(timers)                             # drop stale heads
+        return timers[0][0] if timers else None
+
+    def _schedule(self, conn: TcpConnection) -> None:
+        """Keep a heap entry at or before the connection's earliest deadline. An entry is
+        pushed only when the deadline moves earlier; a later one is found when the
+        earlier entry pops (lazy invalidation, so restarting the RTO costs nothing)."""
+        due = conn.poll_at()
+        if due is not None and (conn.sched_at is None or due < conn.sched_at):
+            conn.sched_at = due
+            self._timer_seq += 1
+            heappush(self._timers, (due, self._timer_seq, conn))
 
     def sockets(self) -> list[dict[str, object]]:
         """Rows for ``tapstack sockets`` (INTERFACE.md: proto, state, local, remote,
@@ -432,6 +451,8 @@ class TcpLayer:
             self._transmit(conn, seg, now)
         if conn.state is TcpState.CLOSED:
             self._forget(conn)
+        else:
+            self._schedule(conn)
 
     def _forget(self, conn: TcpConnection) -> None:
         key = (conn.local, conn.lport, conn.remote, conn.rport, conn.zone)

@@ -112,7 +112,7 @@ class TcpControlBlock:
         "listener", "local", "lport", "max_snd_wnd", "mss_local", "nodelay", "on_established",
         "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "rcv_adv", "rcv_mss",
         "rcv_nxt", "rcv_wscale", "rcvbuf", "remote", "retries", "route", "route_fresh", "rport",
-        "rto_at", "rtt", "rtt_seq", "rtt_time", "sack_ok", "snd_mss", "snd_nxt", "snd_una",
+        "rto_at", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sched_at", "snd_mss", "snd_nxt", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "soft_error", "state", "stats",
         "syn_retransmitted", "time_wait_at", "ts_offset", "ts_ok", "ts_recent", "ts_recent_at",
         "wake", "want_writable", "wscale_ok", "zone",
@@ -128,6 +128,7 @@ class TcpControlBlock:
         self.state = TcpState.CLOSED
         self.route: OutRoute | None = None       # owned by the layer (cached OutRoute)
         self.route_fresh = False                 # next send is the first after a lookup
+        self.sched_at: int | None = None         # the layer's timer-heap entry for this connection
         self.listener: object | None = None      # the TcpListener of a passive open
         self.on_established: Callable[[TcpControlBlock], None] | None = None
         self.wake: Callable[[TcpControlBlock, int | None], None] | None = None

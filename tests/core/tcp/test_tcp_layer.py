@@ -271,3 +271,21 @@ def test_timers_are_driven_by_layer_poll() -> None:
     la.poll(s(1))
     [syn] = ip.take()
     assert syn.flags == SYN and syn.seq == conn.iss
+
+
+def test_timer_heap_follows_the_earliest_deadline_of_many_connections() -> None:
+    la, ip = layer()
+    conns = [la.connect(PEER, 7, now=ms(i), sport=1000 + i) for i in range(3)]   # SYN RTOs at 1 s + i ms
+    ip.take()
+    assert la.poll_at() == s(1)
+    inject(la, seg("SA", seq=1, ack=conns[0].iss + 1), sport=7, dport=1000, at=ms(10))
+    conns[0].send(b"x", now=ms(10))                  # RTO now 10 ms + 200 ms, earlier than the SYNs'
+    assert len(ip.take()) == 2                       # the ACK of the SYN,ACK and the data
+    assert la.poll_at() == ms(210)
+    la.poll(ms(210))
+    assert [o.seq for o in ip.take()] == [conns[0].iss + 1]                   # the retransmission
+    due = [c.poll_at() for c in conns]
+    assert due == [ms(610), s(1) + ms(1), s(1) + ms(2)]
+    assert la.poll_at() == min(d for d in due if d is not None)
+    la.poll(s(2))
+    assert len(ip.take()) == 3                       # one data and two SYN retransmissions
