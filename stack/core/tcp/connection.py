@@ -496,6 +496,11 @@ class TcpConnection(TcpOutput):
             return ts_newer(seg.ts[0], self.ts_recent)
         return unwrap(seg.seq, self.rcv_nxt) > self.rcv_nxt
 
+    def leave_time_wait(self, now: int) -> None:
+        """Close a TIME-WAIT connection early (the layer's bound on TIME-WAIT entries)."""
+        if self.state is TcpState.TIME_WAIT:
+            self._enter(TcpState.CLOSED, now)
+
     def on_icmp_error(self, err: int, seq: int, mtu: int, now: int) -> bool:
         """An ICMP error quoting one of our segments (RFC 5927 §4.1: its sequence number
         must be in flight). EMSGSIZE carries the new path MTU. Hard errors end an opening

@@ -147,6 +147,7 @@ class TcpLayer:
         self._dirty: dict[TcpConnection, None] = {}  # insertion-ordered: deterministic
         self._timers: list[tuple[int, int, TcpConnection]] = []   # (deadline, order, conn) heap
         self._timer_seq = 0
+        self._time_wait: dict[TcpConnection, None] = {}
         self._now = 0
 
     # --- receive ----------------------------------------------------------
@@ -449,6 +450,12 @@ class TcpLayer:
         self._dirty.pop(conn, None)
         for seg in conn.dispatch(now):
             self._transmit(conn, seg, now)
+        if conn.state is TcpState.TIME_WAIT and conn not in self._time_wait:
+            if len(self._time_wait) >= self.config.max_time_wait:
+                self.stats.drop("tcp_time_wait_overflow")      # as Linux: skip TIME-WAIT
+                conn.leave_time_wait(now)
+            else:
+                self._time_wait[conn] = None
         if conn.state is TcpState.CLOSED:
             self._forget(conn)
         else:
@@ -459,6 +466,7 @@ class TcpLayer:
         if self.connections.get(key) is conn:
             del self.connections[key]
         self._dirty.pop(conn, None)
+        self._time_wait.pop(conn, None)
         if isinstance(conn.listener, TcpListener):
             conn.listener.syn_queue.pop(key, None)
 

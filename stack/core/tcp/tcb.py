@@ -90,6 +90,7 @@ class TcpConfig:
     ooo_max_ranges: int = 64
     challenge_ack_limit: int = 10       # RFC 5961 §7: challenge ACKs per second per connection
     initial_cwnd: int = 10              # segments, RFC 6928
+    max_time_wait: int = 16384          # TIME-WAIT entries kept (Linux tcp_max_tw_buckets)
     ephemeral_low: int = 32768          # RFC 6056 §2.1 range (Linux's default)
     ephemeral_high: int = 60999
 

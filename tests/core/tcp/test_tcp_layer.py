@@ -289,3 +289,18 @@ def test_timer_heap_follows_the_earliest_deadline_of_many_connections() -> None:
     assert la.poll_at() == min(d for d in due if d is not None)
     la.poll(s(2))
     assert len(ip.take()) == 3                       # one data and two SYN retransmissions
+
+
+def test_time_wait_entries_are_bounded() -> None:
+    la, ip = layer(TcpConfig(max_time_wait=1))
+    lst = la.listen(None, 7)
+    for sport in (1, 2):
+        synack = handshake(la, ip, sport=sport)
+        conn = lst.accept()
+        assert conn is not None
+        conn.close(now=0)
+        ip.take()
+        inject(la, seg("FA", seq=5001, ack=synack.seq + 2), sport=sport)
+        ip.take()
+    states = sorted(c.state.value for c in la.connections.values())
+    assert states == ["TIME-WAIT"] and ip.stats["tcp_time_wait_overflow"] == 1
