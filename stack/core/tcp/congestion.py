@@ -251,6 +251,12 @@ class Congestion:
         self.lost_end = snd_max
         self.rexmit_high = una
 
+    def after_idle(self) -> None:
+        """RFC 5681 §4.1: after an idle period longer than the RTO, cwnd restarts from
+        min(IW, cwnd) (Linux tcp_slow_start_after_idle)."""
+        if self.state is Recovery.OPEN:
+            self.cwnd = min(self.cwnd, initial_window(self.mss, self.initial_segments))
+
     def _grow(self, acked: int) -> None:
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * self.mss)   # RFC 5681 eqn (2) with RFC 3465 L = 2

@@ -84,6 +84,8 @@ class TcpOutput(TcpControlBlock):
         fin_pending = self.fin_queued and nxt <= data_end
         if unsent <= 0 and not fin_pending:
             return None
+        if nxt == self.snd_una and now - self.last_send_at > self.rtt.rto:
+            self.cc.after_idle()                         # RFC 5681 §4.1: restart window
         usable_wnd = self.snd_una + self.snd_wnd - nxt
         n = min(max(unsent, 0), mss)
         if n > 0:
@@ -105,6 +107,7 @@ class TcpOutput(TcpControlBlock):
         end = nxt + n + (1 if with_fin else 0)
         seg = self._range_segment(nxt, end, now)
         self.snd_nxt = end
+        self.last_send_at = now
         if self.rtt_seq is None and not self.ts_ok:
             self.rtt_seq, self.rtt_time = end, now       # RFC 6298 §3: time one segment per RTT
         self._arm_rto(now)

@@ -109,7 +109,7 @@ class TcpControlBlock:
     __slots__ = (
         "_challenge_count", "_challenge_start", "_closed_emitted", "_emit", "_out", "ack_now",
         "app_closed", "cc", "config", "delayed_ack_at", "embryonic", "error", "fin_queued", "fin_received",
-        "fin_wait2_at", "irs", "iss", "keepalive", "keepalive_at", "keepalive_probes", "last_ack_sent",
+        "fin_wait2_at", "irs", "iss", "keepalive", "keepalive_at", "keepalive_probes", "last_ack_sent", "last_send_at",
         "listener", "local", "lport", "max_snd_wnd", "mss_local", "nodelay", "on_established",
         "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "rcv_adv", "rcv_mss",
         "rcv_nxt", "rcv_wscale", "rcvbuf", "remote", "retries", "route", "route_fresh", "rport",
@@ -160,6 +160,7 @@ class TcpControlBlock:
         self.rtt_time = 0
         self.retries = 0
         self.syn_retransmitted = False
+        self.last_send_at = 0                    # when new data last left (RFC 5681 §4.1 idle test)
 
     def _init_receive(self, mss_local: int, ts_offset: int) -> None:
         """Receive sequence variables, buffers and negotiated options."""

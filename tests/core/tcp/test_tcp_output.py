@@ -259,3 +259,16 @@ def test_set_keepalive_on_an_idle_connection_arms_at_the_next_dispatch() -> None
     assert c.poll_at() == ms(10) + s(5)
     c.set_keepalive(False)
     assert c.poll_at() is None
+
+
+def test_cwnd_restarts_after_an_idle_period() -> None:
+    c = established()
+    c.cc.cwnd = 40 * MSS
+    c.send(b"x" * 100)
+    c.dispatch(ms(1))
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 101), at=ms(2))
+    c.send(b"y" * (20 * MSS))
+    assert len(c.dispatch(ms(3))) == 20              # not idle: the big window is used
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 101 + 20 * MSS), at=ms(4))
+    c.send(b"z" * (20 * MSS))
+    assert len(c.dispatch(s(5))) == 10               # idle for seconds: back to IW10
