@@ -697,11 +697,10 @@ def _guarded(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awa
             res = handler(reader, writer)
             if res is not None:
                 await res
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
+            # Not re-raised: asyncio's StreamReaderProtocol asks the task for its
+            # exception(), which raises again for a cancelled task.
             writer.transport.abort()
-        except asyncio.CancelledError:
-            writer.transport.abort()
-            raise
         except Exception:
             log.exception("connection handler failed (%s)", writer.get_extra_info("peername"))
             writer.transport.abort()
