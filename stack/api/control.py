@@ -126,11 +126,12 @@ class PingRun:
         self.received = 0
         self.errors = 0
         self.rtts: list[int] = []
+        self.start = hub.loop.time()
         pinger.on_event = self.events.put_nowait
 
     async def run(self) -> int:
         loop = self.hub.loop
-        start = loop.time()
+        start = self.start = loop.time()
         next_send = start
         last_send = start
         seq = 0
@@ -158,7 +159,7 @@ class PingRun:
             except TimeoutError:
                 continue
             await self._show(ev)
-        await self._summary(loop.time() - start)
+        await self.summary()
         return 0 if self.received else 1
 
     async def _show(self, ev: EchoReply | PingError) -> None:
@@ -173,7 +174,8 @@ class PingRun:
             self.errors += 1
             await self.req.send({"line": f"From {who} icmp_seq={ev.seq} {ev.text}"})
 
-    async def _summary(self, elapsed: float) -> None:
+    async def summary(self) -> None:
+        elapsed = self.hub.loop.time() - self.start
         tx, rx = self.transmitted, self.received
         loss = 0 if tx == 0 else round(100 * (tx - rx) / tx)
         errors = f", +{self.errors} errors" if self.errors else ""
@@ -181,10 +183,12 @@ class PingRun:
                  f"{tx} packets transmitted, {rx} received{errors}, {loss}% packet loss, "
                  f"time {int(elapsed * 1000)}ms"]
         if self.rtts:
-            ms = [r / 1e6 for r in self.rtts]
-            avg = sum(ms) / len(ms)
-            mdev = math.sqrt(max(0.0, sum(x * x for x in ms) / len(ms) - avg * avg))
-            lines.append(f"rtt min/avg/max/mdev = {min(ms):.3f}/{avg:.3f}/{max(ms):.3f}/{mdev:.3f} ms")
+            us = [r // 1000 for r in self.rtts]
+            avg = sum(us) / len(us)
+            mdev = math.sqrt(max(0.0, sum(x * x for x in us) / len(us) - avg * avg))
+            parts = [min(us), round(avg), max(us), round(mdev)]
+            lines.append("rtt min/avg/max/mdev = " + "/".join(f"{v // 1000}.{v % 1000:03d}" for v in parts)
+                         + " ms")
         for line in lines:
             await self.req.send({"line": line})
 
@@ -220,6 +224,15 @@ async def ping(req: Request) -> None:
         done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             await req.send({"exit": task.result()})
+        else:
+            # The client half-closed (its ^C) or went away: stop and try to say how it went,
+            # as iputils prints the statistics on SIGINT.
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            with contextlib.suppress(ConnectionError, OSError):
+                await run.summary()
+                await req.send({"exit": 0 if run.received else 1})
     finally:
         task.cancel()
         gone.cancel()

@@ -347,15 +347,20 @@ class TcpTransport(asyncio.Transport):
     def _on_event(self, ev: object) -> None:
         if self._lost:
             return
-        if isinstance(ev, Readable):
-            self._read_ready()
-        elif isinstance(ev, Writable):
-            self._write_ready()
-        elif isinstance(ev, SocketError):
-            if self._conn.state.name == "CLOSED":
+        try:
+            if isinstance(ev, Readable):
+                self._read_ready()
+            elif isinstance(ev, Writable):
+                self._write_ready()
+            elif isinstance(ev, SocketError):
+                if self._conn.state.name == "CLOSED":
+                    self._on_closed()
+            elif isinstance(ev, Closed):
                 self._on_closed()
-        elif isinstance(ev, Closed):
-            self._on_closed()
+        except Exception as e:
+            # A protocol callback failed (as asyncio's _fatal_error: log, then abort).
+            log.exception("protocol of %r failed; connection reset", self)
+            self._fatal(OSError(errno.ECONNABORTED, f"protocol error: {e}"))
 
     def _now(self) -> int:
         return self._hub.now()

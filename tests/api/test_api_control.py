@@ -147,3 +147,24 @@ def test_sockets_lists_tcp(served: Served) -> None:
     assert any(line.split()[:2] == ["tcp", "LISTEN"] and line.split()[4].endswith(":7")
                for line in out.splitlines()), out
     assert any(line.split()[:2] == ["udp", "UNCONN"] for line in out.splitlines())
+
+
+def test_ping_until_interrupted_prints_statistics(served: Served) -> None:
+    """Without -c the client ends ping by half-closing (its ^C): the summary still comes."""
+    import json
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(str(served.run_dir / "a.sock"))
+    s.sendall(json.dumps({"cmd": "ping", "args": {"dst": B_GA, "interval": 0.05}}).encode() + b"\n")
+    f = s.makefile("rb")
+    assert json.loads(f.readline())["ok"] is True
+    assert json.loads(f.readline())["line"].startswith("PING ")
+    assert " bytes from " in json.loads(f.readline())["line"]
+    s.shutdown(socket.SHUT_WR)
+    rest = [json.loads(line) for line in f]
+    s.close()
+    lines = [o["line"] for o in rest if "line" in o]
+    assert f"--- {B_GA} ping statistics ---" in lines
+    assert rest[-1] == {"exit": 0}
