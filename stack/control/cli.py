@@ -288,8 +288,38 @@ def _show(cmd: str, data: Any, as_json: bool) -> None:
         print(json.dumps(data))
 
 
+def _stream(client: ControlClient, cmd: str, args: dict[str, Any]) -> Any:
+    """The objects of a streaming reply. The first ^C during ``ping`` half-closes the
+    request instead of ending, so the daemon still sends the statistics (iputils prints
+    them on SIGINT); a second ^C ends at once."""
+    import signal
+    import socket as _socket
+
+    with client.connect(None) as c:
+        c.send(cmd, args)
+        old: Any = None
+        if cmd == "ping" and threading.current_thread() is threading.main_thread():
+            interrupts = 0
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                nonlocal interrupts
+                interrupts += 1
+                if interrupts > 1:
+                    raise KeyboardInterrupt
+                with contextlib.suppress(OSError):
+                    c.sock.shutdown(_socket.SHUT_WR)
+
+            old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            while (obj := c.read_line()) is not None:
+                yield obj
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+
 def _run_stream(client: ControlClient, cmd: str, args: dict[str, Any], as_json: bool) -> int:
-    it = client.stream(cmd, args)
+    it = _stream(client, cmd, args)
     first = next(it, None)
     if first is None:
         raise ControlError("the daemon closed the connection without a reply")

@@ -168,3 +168,24 @@ def test_ping_until_interrupted_prints_statistics(served: Served) -> None:
     lines = [o["line"] for o in rest if "line" in o]
     assert f"--- {B_GA} ping statistics ---" in lines
     assert rest[-1] == {"exit": 0}
+
+
+def test_cli_ping_ctrl_c_prints_statistics(served: Served) -> None:
+    import signal
+
+    env = dict(os.environ, TAPSTACK_RUN_DIR=str(served.run_dir))
+    p = subprocess.Popen([sys.executable, "-m", "stack", "ping", "-i", "0.05", B_GA, "--name", "a"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+    assert p.stdout is not None
+    try:
+        assert p.stdout.readline().startswith(b"PING ")
+        assert b"icmp_seq=1 " in p.stdout.readline()
+        assert b"icmp_seq=2 " in p.stdout.readline()
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0
+    assert f"--- {B_GA} ping statistics ---".encode() in out and b" received, " in out
