@@ -58,6 +58,7 @@ class Hub:
         self._pings: dict[tuple[int, int], EventCallback] = {}
         self._rng = random.Random()
         self.closed = False
+        self._kick_pending = False
         driver.add_listener(self._on_events)
 
     @staticmethod
@@ -83,8 +84,19 @@ class Hub:
         return int(self.clock.now())
 
     def kick(self) -> None:
-        """Flush what a core call produced (frames out, events to watchers, timer)."""
-        self.driver.service()
+        """Flush what a core call produced (frames out, events to watchers, timer).
+
+        The flush runs from the loop soon after (coalesced): an API call never runs
+        protocol callbacks of its own (asyncio's rule), and a burst of writes leaves
+        in one batch."""
+        if not self._kick_pending and not self.closed:
+            self._kick_pending = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._kick_pending = False
+        if not self.closed:
+            self.driver.service()
 
     # -- event routing ------------------------------------------------------------
 
