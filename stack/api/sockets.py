@@ -431,6 +431,10 @@ class TcpTransport(asyncio.Transport):
             except OSError as e:
                 self._fatal(e)
                 return
+            except Exception as e:          # a core bug: the connection, not the caller, pays
+                log.exception("core send failed on %r", self)
+                self._fatal(OSError(errno.EIO, f"internal error: {e}"))
+                return
             if n < len(data):
                 self._buf.extend(memoryview(data)[n:])
             self._hub.kick()
