@@ -1,0 +1,66 @@
+"""The facade itself: import path, lifecycle, address forms, callback failures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import pytest
+
+import stack
+from stack.api.facade import Stack
+from stack.wire.addr import ip4, ip6
+from tests.api.conftest import A_GA, A_LL, A_TOML, B_GA, pair, virtual
+
+
+def test_top_level_import_and_lifecycle_errors() -> None:
+    assert stack.Stack is Stack
+    st = stack.Stack.for_testing(A_TOML)
+    assert "in-memory" in repr(st) and "stopped" in repr(st)
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = st.hub
+    with pytest.raises(KeyError):
+        st.link("tap9")
+    assert st.link("tap0").name == "tap0"
+
+
+@virtual
+async def test_address_forms() -> None:
+    async with pair() as (a, _b):
+        hub = a.hub
+        assert hub.parse_addr("2001:db8:1::1") == (ip6("2001:db8:1::1"), 0)
+        assert hub.parse_addr("[2001:db8:1::1]") == (ip6("2001:db8:1::1"), 0)
+        assert hub.parse_addr("::ffff:192.0.2.1") == (ip4("192.0.2.1"), 0)
+        assert hub.parse_addr("fe80::1%tap0") == (ip6("fe80::1"), 2)
+        assert hub.parse_addr("fe80::1%2") == (ip6("fe80::1"), 2)
+        assert hub.parse_addr("2001:db8::1%tap0") == (ip6("2001:db8::1"), 0)     # zone ignored
+        assert hub.parse_sockaddr(("fe80::1", 7, 0, 2)) == (ip6("fe80::1"), 7, 2)
+        for bad, err in (("fe80::1%9", errno.ENODEV), ("fe80::1%", errno.EINVAL), ("1.2.3", errno.EINVAL)):
+            with pytest.raises(OSError) as e:
+                hub.parse_addr(bad)
+            assert e.value.errno == err, bad
+        assert hub.sockaddr(ip6("fe80::1"), 7, 2) == ("fe80::1%tap0", 7, 0, 2)
+        assert hub.sockaddr(ip4("192.0.2.1"), 7) == ("192.0.2.1", 7)
+        assert a.addresses("tap0")[:2] == [f"{A_LL}%tap0", A_GA]
+        assert a.link_local("tap0") == f"{A_LL}%tap0"
+
+
+@virtual
+async def test_a_failing_protocol_callback_resets_only_its_connection() -> None:
+    class Boom(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            raise RuntimeError("bug in user code")
+
+    async with pair() as (a, b):
+        server = await b.create_server(Boom, 6000)
+        reader, writer = await a.open_connection(B_GA, 6000)
+        writer.write(b"trigger")
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+        server.close()
+        # the stack is fine afterwards
+        r2, w2 = await a.open_connection(A_GA, 7)
+        w2.write(b"still fine")
+        w2.write_eof()
+        assert await r2.read() == b"still fine"
+        w2.close()
