@@ -35,9 +35,11 @@ Unreachable code 3 to its sender (§7.2.2).
 from __future__ import annotations
 
 import enum
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import NamedTuple
 
 from stack.core.clock import s
@@ -48,6 +50,7 @@ MAX_UNICAST_SOLICIT = 3
 DELAY_FIRST_PROBE_TIME = s(5)
 MIN_RANDOM_FACTOR = 0.5
 MAX_RANDOM_FACTOR = 1.5
+_USED_AT = attrgetter("used_at")
 
 
 class NudState(enum.Enum):
@@ -181,17 +184,22 @@ class NeighborCache:
 
         Entries in REACHABLE/DELAY/PROBE are in active use and PERMANENT ones are
         configuration: they are never evicted (a flood cannot push them out).
+        One scan frees up to 1/32 of the cache, so that a flood of new neighbors
+        costs an amortized O(32) per entry, not a scan of the whole cache each.
         """
+        batch = max(1, self.max_entries // 32)
+        victims: list[NeighborEntry] = []
         for wanted in (NudState.INCOMPLETE, NudState.STALE):
-            victims = [e for e in self.entries.values() if e.state is wanted]
-            if victims:
-                v = min(victims, key=lambda e: e.used_at)
-                if v.queue and self.stats is not None:
-                    self.stats.drop(Drop.ND_CACHE_FULL, len(v.queue))   # its waiting packets
-                del self.entries[(v.ifindex, v.addr)]
-                self.evictions += 1
-                return True
-        return False
+            candidates = [e for e in self.entries.values() if e.state is wanted]
+            victims += heapq.nsmallest(batch - len(victims), candidates, key=_USED_AT)
+            if len(victims) == batch:
+                break
+        for v in victims:
+            if v.queue and self.stats is not None:
+                self.stats.drop(Drop.ND_CACHE_FULL, len(v.queue))   # its waiting packets
+            del self.entries[(v.ifindex, v.addr)]
+            self.evictions += 1
+        return bool(victims)
 
     def add_permanent(self, ifindex: int, addr: bytes, lladdr: bytes, now: int) -> NeighborEntry:
         e = self.entries.get((ifindex, addr))
