@@ -40,6 +40,7 @@ from stack.api.ping import ping_once
 from stack.api.testing import LoopClock, MemoryLink, Wire
 from stack.control.config import StackConfig, load_config, parse_config
 from stack.control.server import Context
+from stack.link.pcap import PcapSet
 from stack.runtime.driver import MonotonicClock
 from stack.runtime.host import HostRuntime, stack_ready
 
@@ -105,6 +106,8 @@ class Stack:
                 await loop.run_in_executor(None, rt.open)
             else:
                 rt.taps.update(self._memlinks)  # type: ignore[arg-type]
+                if self._pcap_dir is not None:
+                    rt.pcap = PcapSet(self._pcap_dir)
             driver = rt.attach(loop)
             hub = self._hub = Hub(rt.stack, clock, driver, loop)
             ctx = self.ctx = Context(stack=rt.stack, clock=clock, loop=loop, driver=driver, config=self.config)

@@ -64,3 +64,22 @@ async def test_a_failing_protocol_callback_resets_only_its_connection() -> None:
         w2.write_eof()
         assert await r2.read() == b"still fine"
         w2.close()
+
+
+def test_pcap_of_a_tap_less_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from scapy.layers.inet6 import ICMPv6EchoRequest  # type: ignore[import-untyped]
+    from scapy.layers.l2 import Ether  # type: ignore[import-untyped]  # noqa: F401  (LINKTYPE_ETHERNET)
+    from scapy.utils import rdpcap  # type: ignore[import-untyped]
+
+    from stack.api.testing import run_virtual
+    from tests.api.conftest import B_TOML
+
+    async def main() -> None:
+        a = Stack(A_TOML, links=False, seed=1, pcap_dir=tmp_path)
+        b = Stack.for_testing(B_TOML, seed=2)
+        Stack.wire(a, b)
+        async with a, b:
+            await b.ping(A_GA)
+    run_virtual(main)
+    pkts = rdpcap(str(tmp_path / "tap0.pcap"))
+    assert any(p.haslayer(ICMPv6EchoRequest) for p in pkts)
