@@ -608,16 +608,17 @@ class TcpTransport(asyncio.Transport):
         return f"<TcpTransport {state} {self._sockname} -> {self._peername}>"
 
 
-def _source(hub: Hub, local_addr: Any) -> tuple[bytes | None, int]:
+def _source(hub: Hub, local_addr: Any) -> tuple[bytes | None, int, int]:
+    """(address or None, port or 0, zone) of a client's ``local_addr``."""
     if local_addr is None:
-        return None, 0
+        return None, 0, 0
     if isinstance(local_addr, tuple | list):
-        src, lport, zone = hub.parse_sockaddr(local_addr)
-        if lport:
-            raise os_error(errno.EINVAL, "binding a TCP client to a local port is not supported "
-                           "(use port 0)")
-        return src, zone
-    return hub.parse_addr(local_addr)
+        addr, lport, zone = hub.parse_sockaddr(local_addr)
+        if addr == bytes(len(addr)):
+            return None, lport, 0       # "::" / "0.0.0.0": any address, maybe a port
+        return addr, lport, zone
+    src, zone = hub.parse_addr(local_addr)
+    return src, 0, zone
 
 
 async def create_connection(hub: Hub, protocol_factory: Callable[[], asyncio.Protocol], host: Any,
@@ -631,7 +632,7 @@ async def create_connection(hub: Hub, protocol_factory: Callable[[], asyncio.Pro
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise os_error(errno.EINVAL, f"bad port {port!r}")
     dst, zone = hub.parse_addr(host)
-    src, src_zone = _source(hub, local_addr)
+    src, sport, src_zone = _source(hub, local_addr)
     if src is not None and len(src) != len(dst):
         raise os_error(errno.EINVAL, "source and destination are of different families")
     if src is not None and src_zone and not zone:
@@ -655,10 +656,12 @@ async def create_connection(hub: Hub, protocol_factory: Callable[[], asyncio.Pro
             fut.set_exception(os_error(err))
 
     try:
-        conn = tcp.connect(dst, port, zone, src, hub.now())
+        conn = tcp.connect(dst, port, zone, src, hub.now(), sport=sport or None)
     except RouteError as e:
         hub.kick()
         raise from_route_error(e) from None
+    except OSError as e:
+        raise os_error(e.errno or errno.EADDRNOTAVAIL, e.strerror) from None
     hub.watch(conn, on_event)
     hub.kick()
     try:

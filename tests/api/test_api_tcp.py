@@ -206,9 +206,12 @@ async def test_create_connection_with_protocol_and_local_addr() -> None:
             return False                   # close on EOF
 
     async with pair() as (_a, b):
-        transport, proto = await b.create_connection(Proto, A_GA, 7, local_addr=(B_GA, 0))
-        assert transport.get_extra_info("sockname")[0] == B_GA
+        transport, proto = await b.create_connection(Proto, A_GA, 7, local_addr=(B_GA, 40000))
+        assert transport.get_extra_info("sockname")[:2] == (B_GA, 40000)
         transport.write(b"proto")
         transport.write_eof()
         assert await proto.done == b"proto"     # type: ignore[attr-defined]
         assert transport.is_closing()
+        _r, w = await b.open_connection(A_GA, 7, local_addr=("::", 40001))
+        assert w.get_extra_info("sockname")[1] == 40001
+        w.close()
