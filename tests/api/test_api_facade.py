@@ -83,3 +83,28 @@ def test_pcap_of_a_tap_less_stack(tmp_path) -> None:  # type: ignore[no-untyped-
     run_virtual(main)
     pkts = rdpcap(str(tmp_path / "tap0.pcap"))
     assert any(p.haslayer(ICMPv6EchoRequest) for p in pkts)
+
+
+@virtual
+async def test_frames_in_frames_out() -> None:
+    """A TAP-less stack with nothing on its link: inject a frame, read what comes out."""
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import Ether
+
+    from stack.wire.frame import parse_frame
+
+    async with Stack.for_testing(A_TOML, services=False) as a:
+        link = a.link("tap0")
+        out: asyncio.Queue[bytes] = asyncio.Queue()
+        link.on_tx = out.put_nowait
+        peer_mac, a_mac = "02:00:00:00:00:0b", "02:00:00:00:00:0a"
+        req = Ether(src=peer_mac, dst=a_mac) / IPv6(src=B_GA, dst=A_GA) / ICMPv6EchoRequest(id=7, seq=1)
+        link.inject(bytes(req))
+        while (f := parse_frame(await out.get())).icmp_type != 135:    # A resolves B first
+            pass
+        na = (Ether(src=peer_mac, dst=a_mac) / IPv6(src=B_GA, dst=A_GA, hlim=255)
+              / ICMPv6ND_NA(tgt=B_GA, R=0, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=peer_mac))
+        link.inject(bytes(na))
+        while (f := parse_frame(await out.get())).icmp_type != 129:
+            pass
+        assert (f.src, f.dst, f.eth_dst) == (ip6(A_GA), ip6(B_GA), bytes.fromhex("02000000000b"))
