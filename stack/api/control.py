@@ -163,6 +163,8 @@ class PingRun:
         return 0 if self.received else 1
 
     async def _show(self, ev: EchoReply | PingError) -> None:
+        if not isinstance(ev, EchoReply | PingError):
+            return                       # the stack is stopping
         who = self.hub.text(ev.src, ev.src_zone)
         if isinstance(ev, EchoReply):
             self.received += 1

@@ -151,10 +151,12 @@ class Stack:
                     if asyncio.iscoroutine(res):
                         await res
         if self._hub is not None:
-            self._hub.close()
+            self._hub.close()            # sockets still open end with ENETDOWN (and RST)
         rt, self._rt = self._rt, None
         if rt is None:
             return
+        if rt.driver is not None:
+            rt.driver.service()          # those resets go out before the links close
         rt.detach()
         if self.uses_taps:
             await asyncio.get_running_loop().run_in_executor(None, rt.close)

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stack.core.events import EchoReply, PingError
@@ -30,6 +31,14 @@ log = logging.getLogger("tapstack.api")
 EventCallback = Callable[[Any], None]
 # Errors whose core detail says more than strerror (which address, which zone).
 _DETAILED = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.ENODEV}
+
+
+@dataclass(frozen=True, slots=True)
+class StackClosed:
+    """The stack stopped (``Hub.close()``): every watcher hears it once, so that tasks
+    waiting on a socket end with ENETDOWN instead of waiting forever."""
+    sock: object
+    errno: int = errno.ENETDOWN
 
 
 def os_error(err: int, detail: str | None = None) -> OSError:
@@ -73,10 +82,24 @@ class Hub:
         return hub
 
     def close(self) -> None:
+        """Stop dispatching; tell every watcher and ping that the stack is gone."""
+        if self.closed:
+            return
         self.closed = True
         self.driver.remove_listener(self._on_events)
-        self._watchers.clear()
-        self._pings.clear()
+        watchers, self._watchers = list(self._watchers.values()), {}
+        pings, self._pings = list(self._pings.values()), {}
+        for sock, cb in watchers:
+            self._tell(cb, StackClosed(sock))
+        for cb in pings:
+            self._tell(cb, StackClosed(None))
+
+    @staticmethod
+    def _tell(cb: EventCallback, ev: object) -> None:
+        try:
+            cb(ev)
+        except Exception:
+            log.exception("api close handler failed")
 
     # -- time and flushing ------------------------------------------------------
 

@@ -15,7 +15,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from stack.api.hub import Hub, from_route_error, os_error
+from stack.api.hub import Hub, StackClosed, from_route_error, os_error
 from stack.core.events import EchoReply, PingError
 from stack.core.ipservice import RouteError
 
@@ -28,7 +28,7 @@ def payload(size: int) -> bytes:
 class Pinger:
     def __init__(self, hub: Hub, dst: bytes, zone: int, *, src: bytes | None = None,
                  size: int = 56, hop_limit: int | None = None,
-                 on_event: Callable[[EchoReply | PingError], None] | None = None) -> None:
+                 on_event: Callable[[Any], None] | None = None) -> None:
         if not 0 <= size <= 65507:
             raise os_error(errno.EINVAL, f"bad payload size {size}")
         if src is not None and len(src) != len(dst):
@@ -78,11 +78,13 @@ async def ping_once(hub: Hub, dst: bytes, zone: int, *, timeout: float = 5.0, si
     (EHOSTUNREACH ...), TimeoutError (ETIMEDOUT) without an answer."""
     fut: asyncio.Future[EchoReply] = hub.loop.create_future()
 
-    def on_event(ev: EchoReply | PingError) -> None:
+    def on_event(ev: EchoReply | PingError | StackClosed) -> None:
         if fut.done():
             return
         if isinstance(ev, EchoReply):
             fut.set_result(ev)
+        elif isinstance(ev, StackClosed):
+            fut.set_exception(os_error(ev.errno))
         else:
             err = errno.ENETUNREACH if "No route" in ev.text else errno.EHOSTUNREACH
             fut.set_exception(OSError(err, f"{hub.text(ev.src, ev.src_zone)}: {ev.text}"))

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from stack.api.hub import Hub, from_route_error, os_error
+from stack.api.hub import Hub, StackClosed, from_route_error, os_error
 from stack.core.events import Accepted, Closed, Connected, Readable, SocketError, Writable
 from stack.core.ipservice import RouteError
 from stack.wire.frame_types import PROTO_UDP
@@ -87,6 +87,9 @@ class DatagramTransport(asyncio.DatagramTransport):
             err = self._ep.take_error() or ev.errno
             if err:
                 self._protocol.error_received(os_error(err))
+        elif isinstance(ev, StackClosed):
+            self._protocol.error_received(os_error(ev.errno))
+            self.close()
 
     def _read_ready(self) -> None:
         hub = self._hub
@@ -357,6 +360,8 @@ class TcpTransport(asyncio.Transport):
                     self._on_closed()
             elif isinstance(ev, Closed):
                 self._on_closed()
+            elif isinstance(ev, StackClosed):
+                self._fatal(os_error(ev.errno))
         except Exception as e:
             # A protocol callback failed (as asyncio's _fatal_error: log, then abort).
             log.exception("protocol of %r failed; connection reset", self)
@@ -650,9 +655,9 @@ async def create_connection(hub: Hub, protocol_factory: Callable[[], asyncio.Pro
                 conn.set_nodelay(True)
             transport._start()
             fut.set_result(transport)
-        elif isinstance(ev, SocketError | Closed):
+        elif isinstance(ev, SocketError | Closed | StackClosed):
             hub.unwatch(conn)
-            err = ev.errno if isinstance(ev, SocketError) else (conn.error or errno.ECONNREFUSED)
+            err = ev.errno if isinstance(ev, SocketError | StackClosed) else (conn.error or errno.ECONNREFUSED)
             fut.set_exception(os_error(err))
 
     try:
@@ -755,6 +760,8 @@ class TcpServer(asyncio.AbstractServer):
     def _on_event(self, ev: object) -> None:
         if isinstance(ev, Accepted):
             self._accept(ev.sock)
+        elif isinstance(ev, StackClosed):
+            self.close()
 
     def _accept(self, listener: Any) -> None:
         while True:

@@ -108,3 +108,27 @@ async def test_frames_in_frames_out() -> None:
         while (f := parse_frame(await out.get())).icmp_type != 129:
             pass
         assert (f.src, f.dst, f.eth_dst) == (ip6(A_GA), ip6(B_GA), bytes.fromhex("02000000000b"))
+
+
+@virtual
+async def test_closing_the_stack_wakes_waiting_sockets() -> None:
+    async with pair() as (a, b):
+        server_side: asyncio.Future[asyncio.StreamReader] = asyncio.get_running_loop().create_future()
+
+        async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            server_side.set_result(reader)
+            await reader.read()
+
+        await a.start_server(keep, 6001)
+        reader, _writer = await b.open_connection(A_GA, 6001)
+        peer_reader = await server_side
+        udp = await b.udp_socket(local_port=6002)
+        waiting = [asyncio.ensure_future(reader.read()), asyncio.ensure_future(udp.recvfrom())]
+        await asyncio.sleep(0)
+        await b.close()
+        for t in waiting:
+            with pytest.raises(OSError) as e:
+                await t
+            assert e.value.errno == errno.ENETDOWN
+        with pytest.raises(ConnectionResetError):     # b's RST reached a
+            await peer_reader.read()
