@@ -218,7 +218,7 @@ async def ping(req: Request) -> None:
         await req.reply({"dst": shown, "ident": pinger.ident})
         if len(dst) == 16:
             via = f"from {hub.text(route.src, route.src_zone)} : " if src is not None else ""
-            head = f"PING {shown}({fmt(dst)}) {via}{size} data bytes"
+            head = f"PING {shown}({shown}) {via}{size} data bytes"
         else:
             via = f"from {fmt(route.src)} " if src is not None else ""
             head = f"PING {shown} ({fmt(dst)}) {via}{size}({size + 28}) bytes of data."

@@ -97,6 +97,12 @@ def test_ping_ipv4_header_and_errors(served: Served) -> None:
     assert b"108 bytes from 192.0.2.1: icmp_seq=1" in r.stdout
     r = served.cli("ping", "-c", "1", "2001:db8:99::1")
     assert r.returncode == 2 and r.stderr == b"tapstack: ping: connect: Network is unreachable\n"
+    r = served.cli("ping", "-c", "1", "-I", "tap0", B_LL)
+    assert r.returncode == 0 and r.stdout.decode().splitlines()[0] == f"PING {B_LL}%tap0({B_LL}%tap0) 56 data bytes"
+    r = served.cli("ping", "-c", "1", "-I", A_GA, B_GA)
+    assert r.returncode == 0 and f"from {A_GA} : 56 data bytes".encode() in r.stdout
+    r = served.cli("ping", "-c", "1", "-I", "192.0.2.2", B_GA)
+    assert r.returncode == 2 and b"different families" in r.stderr
     r = served.cli("ping", "-c", "1", "nonsense")
     assert r.returncode == 2 and b"not an IP address" in r.stderr
 
