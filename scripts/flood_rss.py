@@ -175,7 +175,8 @@ def ra_routers(st: Stack) -> Iterator[bytes]:
     while True:
         i += 1
         src, mac = _addr(i, "fe80::"), b"\x02\x02" + i.to_bytes(4, "big")
-        pio = PrefixInfo(_addr(i << 16, "2001:db8::"), 64, True, True, 86400, 14400)
+        prefix = ip6("2001:db8::")[:4] + i.to_bytes(4, "big") + bytes(8)     # a new /64 each time
+        pio = PrefixInfo(prefix, 64, True, True, 86400, 14400)
         msg = build_ra(src, ip6("ff02::1"), 64, 1800, 0, 0, mac, [pio], None)
         yield _e6(build_ipv6(src, ip6("ff02::1"), 58, msg, 255), bytes.fromhex("333300000001"), mac)
 
