@@ -5,10 +5,12 @@ from the stack, 100 parallel echo sessions and 50 MiB through echo."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -40,30 +42,53 @@ def test_nc_echo_over_global_link_local_and_ipv4(served: StackProcess) -> None:
         assert r.stdout == f"hello {host}\n", host
 
 
+class Telnet:
+    """telnet in the peer namespace with its stdin kept open (telnet quits at stdin EOF,
+    which would race the server's answer)."""
+
+    def __init__(self, sp: StackProcess, host: str, port: int) -> None:
+        self.p = subprocess.Popen(ns_argv(sp, "timeout", "10", "telnet", host, str(port)), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+
+    def send(self, data: bytes) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def until(self, done: Callable[[bytes], bool]) -> bytes:
+        assert self.p.stdout is not None
+        deadline = time.monotonic() + 10
+        while not done(self.out):
+            left = deadline - time.monotonic()
+            assert left > 0, self.out
+            ready, _, _ = select.select([self.p.stdout], [], [], left)
+            chunk = os.read(self.p.stdout.fileno(), 4096) if ready else b""
+            assert chunk, self.out
+            self.out += chunk
+        return self.out
+
+    def close(self) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.close()
+        self.p.wait(10)
+
+
 def test_telnet_echo_and_daytime(served: StackProcess) -> None:
     for host in ("2001:db8:1::2", f"{STACK_LL}%{served['tap0']}", "192.0.2.2"):
-        p = subprocess.Popen(ns_argv(served, "timeout", "10", "telnet", host, "7"), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert p.stdin is not None and p.stdout is not None
+        t = Telnet(served, host, 7)
         try:
-            p.stdin.write(b"over telnet\r\n")
-            p.stdin.flush()
-            out = b""
-            deadline = time.monotonic() + 10
-            while b"over telnet\r\n" not in out.split(b"Escape character is '^]'.", 1)[-1]:
-                left = deadline - time.monotonic()
-                assert left > 0, out
-                ready, _, _ = select.select([p.stdout], [], [], left)
-                chunk = os.read(p.stdout.fileno(), 4096) if ready else b""
-                assert chunk, out
-                out += chunk
+            t.send(b"over telnet\r\n")
+            out = t.until(lambda o: b"over telnet\r\n" in o.split(b"Escape character is '^]'.", 1)[-1])
             assert b"Connected to" in out
         finally:
-            p.stdin.close()
-            p.wait(10)
-    r = served.run_in_ns(["timeout", "10", "telnet", "2001:db8:1::2", "13"], check=False)
-    assert "Connection closed by foreign host." in r.stdout + r.stderr
-    assert "-UTC" in r.stdout
+            t.close()
+    t = Telnet(served, "2001:db8:1::2", 13)
+    try:
+        out = t.until(lambda o: b"Connection closed by foreign host." in o)
+        assert re.search(rb"\n[A-Z][a-z]+day, [A-Z][a-z]+ \d\d, \d{4} \d\d:\d\d:\d\d-UTC\r?\n", out), out
+    finally:
+        t.close()
 
 
 def test_daytime_and_chargen_over_both_families(served: StackProcess) -> None:
