@@ -42,8 +42,24 @@ V4_B = ip4("192.0.2.1")
 IF = 2
 
 __all__ = [
-    "ARP", "ICMP", "IP", "TCP", "UDP", "Ether", "ICMPv6EchoReply", "ICMPv6EchoRequest", "ICMPv6ND_NA",
-    "ICMPv6ND_NS", "ICMPv6NDOptDstLLAddr", "ICMPv6NDOptSrcLLAddr", "IPv6", "ip4", "ip6", "mac", "ms", "s",
+    "ARP",
+    "ICMP",
+    "IP",
+    "TCP",
+    "UDP",
+    "Ether",
+    "ICMPv6EchoReply",
+    "ICMPv6EchoRequest",
+    "ICMPv6NDOptDstLLAddr",
+    "ICMPv6NDOptSrcLLAddr",
+    "ICMPv6ND_NA",
+    "ICMPv6ND_NS",
+    "IPv6",
+    "ip4",
+    "ip6",
+    "mac",
+    "ms",
+    "s",
 ]
 
 
