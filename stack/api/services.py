@@ -242,6 +242,10 @@ class Services:
         self.forwards: list[Forward] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.problems: list[str] = []
+        # What each configuration entry started ("echo/7", "forward 2222->127.0.0.1:22"),
+        # so a reload stops exactly that listener and leaves established connections alone.
+        self.entries: dict[str, tuple[list[sockets.TcpServer], list[sockets.DatagramTransport],
+                                      Forward | None]] = {}
 
     def _tracked(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
                  ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
@@ -284,6 +288,58 @@ class Services:
             task.cancel()
         self.servers.clear()
         self.udp.clear()
+        self.entries.clear()
+
+    def start_entry(self, key: str, spec: tuple[Any, ...]) -> None:
+        """Start one entry of ``wanted_entries()``: a service on TCP and UDP, or a forward."""
+        n_tcp, n_udp = len(self.servers), len(self.udp)
+        fwd: Forward | None = None
+        if spec[0] == "service":
+            _, name, port = spec
+            if self.hub.stack.tcp is not None:
+                self.add_tcp(name, port, TCP_HANDLERS[name])
+            self.add_udp(name, port)
+        elif self.hub.stack.tcp is not None:
+            _, listen, host, port = spec
+            fwd = Forward(self, listen, host, port)
+            self.forwards.append(fwd)
+            self.add_tcp(f"forward {listen}", listen, fwd.handle)
+        self.entries[key] = (self.servers[n_tcp:], self.udp[n_udp:], fwd)
+
+    def stop_entry(self, key: str) -> None:
+        """Stop listening for one entry; its established connections go on."""
+        servers, udp, fwd = self.entries.pop(key)
+        for server in servers:
+            server.close()
+            self.servers.remove(server)
+        for t in udp:
+            t.close()
+            self.udp.remove(t)
+        if fwd is not None:
+            self.forwards.remove(fwd)
+
+    def reconfigure(self, cfg: Any) -> tuple[list[str], list[str]]:
+        """Make the listeners match ``cfg`` (SIGHUP); returns (started, stopped) keys."""
+        wanted = wanted_entries(cfg)
+        stopped = [key for key in self.entries if key not in wanted]
+        for key in stopped:
+            self.stop_entry(key)
+        started = [key for key in wanted if key not in self.entries]
+        for key in started:
+            self.start_entry(key, wanted[key])
+        self.hub.kick()
+        return started, stopped
+
+
+def wanted_entries(cfg: Any) -> dict[str, tuple[Any, ...]]:
+    """The listeners ``cfg`` asks for, by a key that changes when the entry does."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, port in cfg.services.enabled().items():
+        out[f"{name}/{port}"] = ("service", name, port)
+    for fwd in cfg.forwards:
+        out[f"forward {fwd.listen}->{fwd.to_host}:{fwd.to_port}"] = ("forward", fwd.listen, fwd.to_host,
+                                                                     fwd.to_port)
+    return out
 
 
 def start_services(ctx: Any, cfg: Any) -> Services:
@@ -292,16 +348,8 @@ def start_services(ctx: Any, cfg: Any) -> Services:
     services = Services(hub)
     has_tcp = hub.stack.tcp is not None
     enabled = cfg.services.enabled()
-    for name, port in enabled.items():
-        if has_tcp:
-            services.add_tcp(name, port, TCP_HANDLERS[name])
-        services.add_udp(name, port)
-    for fwd in cfg.forwards:
-        if not has_tcp:
-            break
-        f = Forward(services, fwd.listen, fwd.to_host, fwd.to_port)
-        services.forwards.append(f)
-        services.add_tcp(f"forward {fwd.listen}", fwd.listen, f.handle)
+    for key, spec in wanted_entries(cfg).items():
+        services.start_entry(key, spec)
     if not has_tcp and (enabled or cfg.forwards):
         log.warning("this build has no TCP yet: only the UDP services run")
     if enabled or cfg.forwards:

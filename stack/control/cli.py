@@ -85,9 +85,16 @@ When every interface is up and the control socket listens, one line is printed:
 A bad configuration exits with status 2 before anything is created.""", """\
   sudo tapstack run
   sudo tapstack run -c lab.toml --name lab --log-level debug
-  sudo tapstack run -c lab.toml --pcap /tmp/pcap     # then: tcpdump -nr /tmp/pcap/tap0.pcap""")
+  sudo tapstack run -c lab.toml --pcap /tmp/pcap     # then: tcpdump -nr /tmp/pcap/tap0.pcap
+  sudo tapstack run --pcap /var/log/tapstack --pcap-size 16M --pcap-files 4
+  sudo kill -HUP PID        # re-read -c FILE: [[route]], [services], [[forward]]""")
     run.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file (default: built-in)")
     run.add_argument("--pcap", metavar="DIR", help="write DIR/<ifname>.pcap for every interface")
+    run.add_argument("--pcap-size", metavar="SIZE", default="64M",
+                     help="rotate a pcap file before it grows past SIZE bytes (suffix k, M or G; default 64M)")
+    run.add_argument("--pcap-files", metavar="N", type=int, default=2,
+                     help="pcap files kept per interface, the live one included: <if>.pcap, <if>.pcap.1, ... "
+                          "(default 2)")
     run.add_argument("--log-level", metavar="LEVEL", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="debug, info (default), warning or error; logs go to stderr")

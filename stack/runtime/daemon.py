@@ -12,6 +12,12 @@ Order matters for the contract:
    server, services; wait for core DAD (``stack.ready()``) and kernel-side DAD, then
    print ``tapstack: ready name=NAME control=PATH`` on stdout;
 4. SIGTERM/SIGINT (also during setup): undo everything in reverse, exit 0.
+
+With ``$NOTIFY_SOCKET`` set (systemd ``Type=notify``) the ready line is also sent as
+``READY=1``. SIGHUP re-reads the ``-c`` file (``stack/runtime/reload.py``): routes,
+services and forwards change at once, other changes are logged as needing a restart,
+and a file that does not load or validate is logged and the running configuration
+kept. SIGHUP during setup is ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from stack.control.netlink import PeerSetupError
 from stack.control.server import Context, ControlServer, run_dir, socket_path
 from stack.link.tap import TapError
 from stack.runtime.host import HostRuntime
+from stack.runtime.notify import monotonic_usec, sd_notify
+from stack.runtime.reload import reload_config
 
 log = logging.getLogger("tapstack")
 
@@ -72,13 +80,43 @@ def run_daemon(ns: argparse.Namespace) -> int:
             err(f"bad --name {ns.name!r}: use letters, digits, '_', '.', '-'")
             return 2
         cfg = replace(cfg, name=ns.name)
+    pcap_options = _pcap_options(ns)
+    if isinstance(pcap_options, str):
+        err(pcap_options)
+        return 2
     setup_logging(ns.log_level, cfg.name)
     try:
-        rt = HostRuntime(cfg, pcap_dir=ns.pcap, state_file=run_dir() / f"{cfg.name}.netns")
+        rt = HostRuntime(cfg, pcap_dir=ns.pcap, state_file=run_dir() / f"{cfg.name}.netns",
+                         pcap_options=pcap_options)
     except ConfigError as e:
         err(f"config error: {e}")
         return 2
-    return Daemon(rt).run()
+    return Daemon(rt, config_path=ns.config, name_override=ns.name).run()
+
+
+def parse_size(text: str) -> int | None:
+    """``64M``, ``512k``, ``1G`` or plain bytes; None if it is not a size."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = units.get(t[-1:], 1)
+    if t[-1:] in units:
+        t = t[:-1]
+    try:
+        value = float(t)
+    except ValueError:
+        return None
+    return int(value * mult) if value > 0 else None
+
+
+def _pcap_options(ns: argparse.Namespace) -> dict[str, int] | str:
+    """``PcapWriter`` arguments from --pcap-size/--pcap-files, or the error text."""
+    size = parse_size(str(getattr(ns, "pcap_size", "64M")))
+    if size is None or size < 1024:
+        return f"bad --pcap-size {ns.pcap_size!r}: use a size of at least 1k, e.g. 64M or 512k"
+    files = int(getattr(ns, "pcap_files", 2))
+    if not 1 <= files <= 1000:
+        return f"bad --pcap-files {files}: use 1..1000 (1 = start the file over when it is full)"
+    return {"max_bytes": size, "keep": files - 1}
 
 
 def _valid_name(name: str) -> bool:
@@ -96,9 +134,14 @@ def os_error_text(e: OSError) -> str:
 
 
 class Daemon:
-    def __init__(self, runtime: HostRuntime) -> None:
+    def __init__(self, runtime: HostRuntime, *, config_path: str | None = None,
+                 name_override: str | None = None) -> None:
         self.rt = runtime
         self.cfg = runtime.cfg
+        self.config_path = config_path
+        self.name_override = name_override
+        self._services: Any = None
+        self._ctx: Context | None = None
         self.stack = runtime.stack
         self.sock_path = socket_path(self.cfg.name)
         self.lock_path = run_dir() / f"{self.cfg.name}.lock"
@@ -118,6 +161,7 @@ class Daemon:
 
         for sig in old:
             signal.signal(sig, on_signal)
+        old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)     # no reload before the loop runs
         rc = 0
         try:
             if not self._take_name():
@@ -147,6 +191,7 @@ class Daemon:
             self._release_name()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            signal.signal(signal.SIGHUP, old_hup)
         return rc
 
     def _take_name(self) -> bool:
@@ -194,18 +239,22 @@ class Daemon:
         driver = self.rt.attach(loop)
         ctx = Context(stack=self.stack, clock=self.rt.clock, loop=loop, driver=driver, config=self.cfg,
                       extras={"runtime": self.rt})
+        self._ctx = ctx
         from stack.control.commands import load_plugins
         load_plugins()
         server = ControlServer(ctx, self.sock_path)
         services: Any = None
         try:
             await server.start()
-            services = self._start_services(ctx)
+            services = self._services = self._start_services(ctx)
             if await self.rt.wait_ready(self._stop):
                 print(f"tapstack: ready name={self.cfg.name} control={self.sock_path}", flush=True)
                 log.info("ready")
+                sd_notify("READY=1", f"STATUS=ready name={self.cfg.name}", f"MAINPID={os.getpid()}")
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
                 await self._stop.wait()
             log.info("stopping")
+            sd_notify("STOPPING=1")
         finally:
             close = getattr(services, "close", None)
             if close is not None:
@@ -215,9 +264,37 @@ class Daemon:
                         await res
             self.rt.detach()
             await server.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP: apply the file's routes, services and forwards; keep the old config on errors."""
+        if self.config_path is None:
+            log.warning("SIGHUP: started without -c, there is no configuration file to re-read")
+            return
+        sd_notify("RELOADING=1", monotonic_usec())
+        try:
+            new = load_config(self.config_path)
+            if self.name_override:
+                new = replace(new, name=self.name_override)
+            res = reload_config(self.cfg, new, self.stack, self._services, self.rt.clock.now())
+        except ConfigError as e:
+            log.error("reload failed, running configuration kept: config error: %s", e)
+        except Exception:       # a bug: keep running with what we have
+            log.exception("reload failed, running configuration kept: internal error")
+        else:
+            self.cfg = replace(self.cfg, routes=new.routes, services=new.services, forwards=new.forwards)
+            if self._ctx is not None:
+                self._ctx.config = self.cfg
+            log.info("reloaded %s: %s", self.config_path, res.summary())
+            if res.needs_restart:
+                log.warning("reload: changes to %s need a restart (ignored until then)",
+                            ", ".join(res.needs_restart))
+        finally:
+            if self._ctx is not None:
+                self._ctx.kick()
+            sd_notify("READY=1", f"STATUS=ready name={self.cfg.name}")
 
     def _start_services(self, ctx: Context) -> Any:
         wanted = bool(self.cfg.services.enabled() or self.cfg.forwards)

@@ -43,13 +43,15 @@ PEER_SETTLE_TIMEOUT = 10.0
 
 class HostRuntime:
     def __init__(self, cfg: StackConfig, *, pcap_dir: str | Path | None = None, clock: Any = None,
-                 rng: random.Random | None = None, state_file: str | Path | None = None) -> None:
+                 rng: random.Random | None = None, state_file: str | Path | None = None,
+                 pcap_options: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or MonotonicClock()
         self.rng = rng or random.Random(os.urandom(16))
         self.macs = interface_macs(cfg, self.rng)
         self.stack = build_stack(cfg, self.clock.now(), self.rng, macs=self.macs)
         self.pcap_dir = pcap_dir
+        self.pcap_options = dict(pcap_options or {})     # PcapWriter arguments (max_bytes, keep)
         self.state_file = Path(state_file) if state_file is not None else None
         self.taps: dict[str, TapLink] = {}
         self.peers = PeerSetup()
@@ -72,9 +74,9 @@ class HostRuntime:
         finally:
             self._write_state()
         if self.pcap_dir:
-            self.pcap = PcapSet(self.pcap_dir)
-            for iface in self.cfg.interfaces:
-                self.pcap.writer(iface.name)
+            self.pcap = PcapSet(self.pcap_dir, **self.pcap_options)
+            for ifname in ("lo", *(iface.name for iface in self.cfg.interfaces)):
+                self.pcap.writer(ifname)        # every file exists from the start, lo.pcap too
 
     def close(self) -> None:
         self.peers.cleanup()
