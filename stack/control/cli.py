@@ -334,6 +334,8 @@ def _run_stream(client: ControlClient, cmd: str, args: dict[str, Any], as_json: 
         return _failed(first)
     for obj in it:
         if as_json:
+            if isinstance(obj.get("line"), str):
+                obj = {**render.stream_fields(cmd, obj["line"]), **obj}
             print(json.dumps(obj), flush=True)
             if "exit" in obj:
                 return int(obj["exit"])

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from stack.control.server import CommandError, Request, register_command
+from stack.core.stats import Drop
 from stack.wire.addr import ip, needs_zone, parse_prefix, split_zone
 
 log = logging.getLogger("tapstack.control")
@@ -132,6 +133,9 @@ def stats(req: Request) -> Any:
     if isinstance(data, dict):
         data["control"] = {"requests": req.server.requests, "errors": req.server.errors,
                            "trace_dropped": req.server.trace.dropped_total}
+        drops = data.get("drops")
+        if isinstance(drops, dict):     # every reason, zeros included, so scripts can rely on the keys
+            data["drops"] = dict(sorted({**{d.value: 0 for d in Drop}, **drops}.items()))
     return data
 
 

@@ -6,6 +6,7 @@ aligned columns for stats and sockets. Missing fields are left out, never invent
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -123,8 +124,11 @@ def stats(data: Any) -> str:
         if section == "interfaces" or not isinstance(counters, dict):
             continue
         out.append(f"{section}:")
-        rows = [[f"    {k}", str(v)] for k, v in counters.items()]
+        shown = {k: v for k, v in counters.items() if v} if section == "drops" else counters
+        rows = [[f"    {k}", str(v)] for k, v in shown.items()]
         out += _table(rows, right={1}) if rows else ["    (none)"]
+        if len(shown) < len(counters):
+            out.append(f"    ({len(counters) - len(shown)} other reasons at 0; -j lists every one)")
     if isinstance(ifaces, dict):
         for ifname, counters in ifaces.items():
             out.append(f"interface {ifname}:")
@@ -144,6 +148,42 @@ def sockets(data: Any) -> str:
         rows.append([str(s.get("proto", "?")), str(s.get("state", "")), str(s.get("recv_q", 0)),
                      str(s.get("send_q", 0)), _endpoint(s.get("local")), _endpoint(s.get("remote"))])
     return "\n".join(_table(rows, right={2, 3}))
+
+
+_PING_REPLY = re.compile(r"^(?P<bytes>\d+) bytes from (?P<from>\S+): icmp_seq=(?P<icmp_seq>\d+) "
+                         r"ttl=(?P<ttl>\d+) time=(?P<time_ms>[\d.]+) ms")
+_PING_SUMMARY = re.compile(r"^(?P<transmitted>\d+) packets transmitted, (?P<received>\d+) received"
+                           r".*?(?P<loss_pct>[\d.]+)% packet loss")
+_PING_RTT = re.compile(r"^rtt min/avg/max/mdev = (?P<rtt_min_ms>[\d.]+)/(?P<rtt_avg_ms>[\d.]+)/"
+                       r"(?P<rtt_max_ms>[\d.]+)/(?P<rtt_mdev_ms>[\d.]+) ms")
+
+
+def _number(text: str) -> int | float:
+    return float(text) if "." in text else int(text)
+
+
+def stream_fields(cmd: str, line: str) -> dict[str, Any]:
+    """Fields parsed from one streamed text line, for ``-j`` (the line itself stays in ``line``).
+
+    ``trace``: ``probe`` (the first word) and every ``key=value``; ``ping``: reply lines give
+    ``bytes from icmp_seq ttl time_ms``, the summary ``transmitted received loss_pct`` and
+    ``rtt_min_ms rtt_avg_ms rtt_max_ms rtt_mdev_ms``. Numbers become numbers."""
+    out: dict[str, Any] = {}
+    if cmd == "trace":
+        words = line.split()
+        if words:
+            out["probe"] = words[0]
+            for w in words[1:]:
+                key, eq, value = w.partition("=")
+                if eq:
+                    out[key] = _number(value) if value.isdigit() else value
+    elif cmd == "ping":
+        for rx in (_PING_REPLY, _PING_SUMMARY, _PING_RTT):
+            m = rx.match(line)
+            if m:
+                out = {k: (v if k == "from" else _number(v)) for k, v in m.groupdict().items()}
+                break
+    return out
 
 
 RENDERERS = {"addr": addr, "route": route, "route_get": route_get, "neigh": neigh, "stats": stats,

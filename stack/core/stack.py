@@ -65,6 +65,11 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 0: "hopopt", 44: "fr
 LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4)}
 LOOP_BUDGET = 10_000          # looped packets handled per core call (no livelock)
 PMTU_EXPIRY = s(600)          # RFC 8201 §4: at least 5 minutes
+# The largest packet an IP header can describe, whatever the link MTU (lo has 65536):
+# IPv4 Total Length counts the header (RFC 791); IPv6 Payload Length does not (RFC 8200
+# §3; jumbograms, RFC 2675, are not supported). Path MTU and the TCP MSS stop here.
+MAX_PACKET4 = 65535
+MAX_PACKET6 = 65535 + 40
 
 
 @dataclass(slots=True)
@@ -179,6 +184,8 @@ class Stack:
                 if plen < 32 and not iface.loopback:
                     self.routes.add(Route(mask_prefix(addr, plen), plen, ifindex, ifindex,
                                           proto=PROTO_KERNEL, src=addr))
+                if origin is not Origin.LOOPBACK:
+                    self.note("info", f"{iface.name}: address {fmt(addr)}/{plen} added")
             return
         if iface.find6(addr) is not None:
             return
@@ -538,6 +545,7 @@ class Stack:
                         self.path_mtu(dst, iface.mtu, now), self.routes.gen, local)
 
     def path_mtu(self, dst: bytes, link_mtu: int, now: int) -> int:
+        link_mtu = min(link_mtu, MAX_PACKET6 if len(dst) == 16 else MAX_PACKET4)
         entry = self.pmtu.get(dst)
         if entry is None:
             return link_mtu
