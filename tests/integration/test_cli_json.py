@@ -57,8 +57,8 @@ def test_every_subcommand_json(tapstack_factory: Factory) -> None:
     assert any(a["address"] == STACK_LL and a["scope"] == "link"
                for i in addr if i["ifname"] == tap for a in i["addresses"])
 
-    route_spec: dict[str, type | tuple[type, ...]] = {"dst": str, "gateway": STR_OR_NONE, "dev": str, "src": STR_OR_NONE, "origdev": str,
-                  "gen": int, "proto": str}
+    route_spec: dict[str, type | tuple[type, ...]] = {
+        "dst": str, "gateway": STR_OR_NONE, "dev": str, "src": STR_OR_NONE, "origdev": str, "gen": int, "proto": str}
     table = j(sp, "route")
     assert isinstance(table, list) and table
     for r in table:

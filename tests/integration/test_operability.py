@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ONE_TAP, Factory, StackProcess
+from tests.integration.conftest import ONE_TAP, REPO, Factory, StackProcess, link_exists, netns_exists
 
 pytestmark = pytest.mark.netns
 
@@ -185,3 +185,40 @@ def test_bad_pcap_options_are_refused(tapstack_factory: Factory, tmp_path: Path)
         assert sp.proc.wait(30) == 2
         assert "bad --pcap-" in sp.stderr()
         assert sp.leftovers() == []
+
+
+def test_netns_lab_up_ping_down() -> None:
+    prefix = f"tl{os.getpid() % 100000}"
+    script = str(REPO / "scripts" / "netns-lab")
+
+    def lab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script, *args, "--prefix", prefix], capture_output=True, text=True, timeout=60)
+
+    def in_ns(ns: str, *argv: str) -> str:
+        r = subprocess.run(["ip", "netns", "exec", f"{prefix}-{ns}", *argv], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, f"{argv} in {prefix}-{ns}: {r.stdout}{r.stderr}"
+        return r.stdout
+
+    try:
+        up = lab("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"ip netns exec {prefix}-a ping -c 3 2001:db8:b::2" in up.stdout
+        assert "2 received" in in_ns("a", "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:b::2")
+        assert "2 received" in in_ns("a", "ping", "-4", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.2")
+        hops = in_ns("a", "traceroute", "-n", "-q", "1", "-w", "2", "-m", "3", "203.0.113.2").splitlines()[1:]
+        assert [h.split()[1] for h in hops] == ["192.0.2.1", "203.0.113.2"], hops
+        r = subprocess.run(["ip", "netns", "exec", f"{prefix}-b", "timeout", "10", "nc", "-N", "198.51.100.1", "7"],
+                           input="via v4-over-v6\n", capture_output=True, text=True, timeout=30)
+        assert r.stdout == "via v4-over-v6\n", r.stderr
+        status = lab("status")
+        assert status.returncode == 0 and f"namespace {prefix}-a: present" in status.stdout
+        assert lab("up").returncode == 1                       # one lab per prefix
+    finally:
+        down = lab("down")
+    assert down.returncode == 0, down.stderr
+    assert not netns_exists(f"{prefix}-a") and not netns_exists(f"{prefix}-b")
+    assert not link_exists(f"{prefix}0") and not link_exists(f"{prefix}1")
+    assert sorted(p.name for p in Path("/run/tapstack").glob(f"{prefix}.*")) == []
+    assert lab("down").returncode == 0                         # idempotent
+    assert lab("status").returncode == 3
