@@ -16,6 +16,12 @@ ICMPv4 errors take their source by the rule of the v4-via-v6 draft
 packet's destination when it is ours, else the normal source selection toward
 the invoking packet's source (route ``src``, egress interface, loopback, any
 interface) and 192.0.0.8 (RFC 7600) when the stack has no IPv4 address at all.
+
+Path MTU (RFC 1191): TCP leaves with DF set; a Fragmentation Needed quoting a
+packet of ours lowers the path MTU (floor MIN_PMTU4, below which DF is cleared,
+as Linux) and reaches the TCP connection, which shrinks its MSS. Incoming
+Redirects are honoured as a host (RFC 1122 §3.2.2.2, ``_redirect_in``) and
+ignored in router mode.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from stack.core.clock import s
 from stack.core.events import EchoReply, PingError
 from stack.core.icmp6 import TokenBucket
 from stack.core.interface import Interface
 from stack.core.ipservice import OutRoute, RouteError
 from stack.core.nd import Pending
 from stack.core.reasm import Reassembler
+from stack.core.routes import PROTO_REDIRECT
 from stack.core.stats import Drop
 from stack.wire import arp as warp
 from stack.wire import icmpv4 as w
@@ -64,6 +72,19 @@ ERRNO = {(3, 0): errno.ENETUNREACH, (3, 1): errno.EHOSTUNREACH, (3, 2): errno.EN
 # about any other ICMP message (errors, and types we do not know, as Linux does).
 INFORMATIONAL = frozenset((w.ECHO_REPLY, w.ECHO_REQUEST, 9, 10, 13, 14, 15, 16, 17, 18, 42, 43))
 DEFAULT_TTL = 64    # RFC 1700 / RFC 1122 §3.2.1.7
+# Linux ip_rt_min_pmtu (512 + 20 + 20): a Fragmentation Needed below it is taken as
+# this value and the path "locked": packets to it leave with DF clear and are
+# fragmented (Linux ip_dont_fragment), so TCP, whose MSS stops at 536, never stalls.
+MIN_PMTU4 = 552
+# Host Redirects (RFC 1122 §3.2.2.2): /32 routes with Linux's exception lifetime
+# (ip_rt_gc_timeout, 300 s), at most MAX_REDIRECTS4 of them (oldest evicted).
+REDIRECT4_LIFETIME = s(300)
+MAX_REDIRECTS4 = 1024
+# Drop reasons of incoming Redirects (strings: counted like stats.Drop members).
+REDIRECT_IGNORED = "icmp_redirect_ignored"        # router mode, or a configured host route
+REDIRECT_BAD = "icmp_redirect_bad"                # code, length, quoted header, destination
+REDIRECT_BAD_GATEWAY = "icmp_redirect_bad_gateway"  # not a unicast neighbor on that link
+REDIRECT_NOT_FROM_GATEWAY = "icmp_redirect_not_from_gateway"
 
 
 def is_class_e(addr: bytes) -> bool:
@@ -84,9 +105,19 @@ class Ip4:
         self.bucket = TokenBucket(stack.limits.icmp_error_rate, stack.limits.icmp_error_burst)
         self.pings: dict[int, dict[int, int]] = {}
         self.send_redirects = True      # RFC 1812 §5.2.7.2 (Linux send_redirects=1)
+        self.max_redirects = MAX_REDIRECTS4
+        self.redirects: dict[bytes, int] = {}     # redirected destination -> expires_at
 
     def poll(self, now: int) -> None:
         self.reasm.poll(now)
+        # The routes themselves expire in the table; forget them here too (same
+        # lifetime for all, refreshed ones re-inserted: the first expires first).
+        while self.redirects:
+            dest, expires_at = next(iter(self.redirects.items()))
+            if expires_at > now:
+                break
+            del self.redirects[dest]
+            self.st.routes.remove(dest, 32, proto=PROTO_REDIRECT)
 
     def poll_at(self) -> int | None:
         return self.reasm.poll_at()
@@ -259,7 +290,12 @@ class Ip4:
         self.ident = (self.ident + 1) & 0xFFFF
         if ttl is None:
             ttl = 1 if is_multicast4(route.dst) else DEFAULT_TTL
-        df = proto == PROTO_TCP     # TCP does PMTU discovery (RFC 1191); UDP/ICMP fragment
+        # TCP does PMTU discovery (RFC 1191 §3): DF set, unless the path MTU sits at
+        # the floor (MIN_PMTU4, Linux's locked MTU). UDP/ICMP leave DF clear and fragment.
+        # A cached route keeps the MTU of its time; a Fragmentation Needed learned
+        # since (RFC 1191 §6.1) applies at once.
+        mtu = 0 if route.local else st.path_mtu(route.dst, route.mtu, now)
+        df = proto == PROTO_TCP and (route.local or mtu > MIN_PMTU4)
         packet = build_ipv4(route.src, route.dst, proto, l4, ttl, tos, self.ident, df=df)
         st.stats.count("ipv4", "out_requests")
         if st.tracer is not None:
@@ -270,9 +306,6 @@ class Ip4:
         if route.local:
             st.loop(route.origifp, ETHERTYPE_IPV4, packet)
             return
-        # A cached route keeps the MTU of its time; a Fragmentation Needed learned
-        # since (RFC 1191 §6.1) applies at once.
-        mtu = st.path_mtu(route.dst, route.mtu, now)
         if len(packet) <= mtu:
             st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, packet, now)
             return
@@ -370,6 +403,8 @@ class Ip4:
             self._echo_reply(f, body, now)
         elif t in (w.DEST_UNREACH, w.TIME_EXCEEDED, w.PARAM_PROBLEM):
             self._error_in(rcvif, f, body, now)
+        elif t == w.REDIRECT:
+            self._redirect_in(rcvif, f, body, now)
         else:
             st.stats.drop(Drop.ICMP_UNKNOWN_TYPE)
 
@@ -400,7 +435,7 @@ class Ip4:
         key = (f.icmp_type, f.icmp_code)
         mtu = int.from_bytes(body[2:4], "big") if key == (3, 4) else 0
         if mtu:
-            st.learn_pmtu(idst, mtu, now)       # RFC 1191 §6.1
+            st.learn_pmtu(idst, max(mtu, MIN_PMTU4), now)       # RFC 1191 §6.1
         err = ERRNO.get(key, errno.EHOSTUNREACH)
         if key == (3, 4):
             err = errno.EMSGSIZE
@@ -423,6 +458,63 @@ class Ip4:
             st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)        # nothing of ours sends that
             return
         st.stats.count("icmp", "in_errors_matched")
+
+    def _redirect_in(self, rcvif: Interface, f: Frame, body: bytes, now: int) -> None:
+        """RFC 1122 §3.2.2.2 as Linux does for a host (``__ip_do_redirect``): every
+        code (net, host, and their TOS forms) redirects only the quoted destination
+        (hosts treat Network Redirects as Host Redirects); it must come from the
+        current first-hop gateway for that destination, on the link that route
+        uses, and name a unicast gateway on the same subnet as the old one. It
+        becomes a /32 route (proto redirect) for REDIRECT4_LIFETIME. Routers ignore
+        Redirects (RFC 1812 §5.2.7.2; Linux accept_redirects=0 when forwarding);
+        so do IPv4 routes via IPv6 next hops, whose gateway can never be the sender.
+        Unlike Linux we install the route before the new gateway is resolved (ARP
+        resolves it on first use), as the IPv6 side does (RFC 4861 §8.3)."""
+        st = self.st
+        if st.forwarding:
+            st.stats.drop(REDIRECT_IGNORED)
+            return
+        inner = body[4:]
+        if f.icmp_code > 3 or len(inner) < 28 or inner[0] >> 4 != 4 or (inner[0] & 0x0F) < 5:
+            st.stats.drop(REDIRECT_BAD)
+            return
+        gateway, isrc, idst = body[0:4], inner[12:16], inner[16:20]
+        if not st.is_local_address(isrc, 0):
+            st.stats.drop(Drop.ICMP_ERROR_NO_MATCH)     # RFC 5927 §4.1: not a packet of ours
+            return
+        if is_multicast4(idst) or is_unspecified(idst) or is_loopback4(idst) \
+                or self.is_any_broadcast(idst) or st.is_local_address(idst, 0):
+            st.stats.drop(REDIRECT_BAD)
+            return
+        r = st.routes.lookup(idst, 0, now)
+        if r is None or r.local or r.gateway != f.src or r.ifindex != rcvif.ifindex:
+            st.stats.drop(REDIRECT_NOT_FROM_GATEWAY)
+            return
+        if r.plen == 32 and r.proto != PROTO_REDIRECT:
+            st.stats.drop(REDIRECT_IGNORED)             # a configured host route stays
+            return
+        if gateway == f.src or is_unspecified(gateway) or is_multicast4(gateway) \
+                or is_loopback4(gateway) or is_class_e(gateway) or self.is_broadcast(rcvif, gateway) \
+                or st.is_local_address(gateway, 0) or not any(
+                    prefix_match(a.addr, gateway, a.plen) and prefix_match(a.addr, f.src, a.plen)
+                    for a in rcvif.addrs4):
+            st.stats.drop(REDIRECT_BAD_GATEWAY)
+            return
+        st.stats.count("icmp", "in_redirects_accepted")
+        self.redirects.pop(idst, None)
+        st.routes.remove(idst, 32, proto=PROTO_REDIRECT)
+        while len(self.redirects) >= self.max_redirects:
+            oldest = next(iter(self.redirects))
+            del self.redirects[oldest]
+            st.routes.remove(oldest, 32, proto=PROTO_REDIRECT)
+            st.stats.count("icmp", "redirects_evicted")
+        expires_at = now + REDIRECT4_LIFETIME
+        st.add_route(idst, 32, gateway=gateway, ifindex=rcvif.ifindex, proto=PROTO_REDIRECT,
+                     expires_at=expires_at, now=now)
+        self.redirects[idst] = expires_at
+        if st.tracer is not None:
+            st.tracer(f"icmp_redirect dst={fmt(idst)} gateway={fmt(gateway)} from={fmt(f.src)} "
+                      f"dev={rcvif.name}")
 
     # -- errors out (RFC 1812 §4.3.2) ---------------------------------------------------------
 
