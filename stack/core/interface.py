@@ -115,6 +115,9 @@ class Interface:
     nd: NdParams = field(default_factory=NdParams)
     counters: IfCounters = field(default_factory=IfCounters)
     ipv6_disabled: bool = False   # RFC 4862 §5.4.5: duplicate MAC-derived link-local
+    # TAP offloads (virtio-net header, TSO4/TSO6/CSUM): the largest IP packet the link takes
+    # as one GSO segment; 0 = plain frames only. Set by the runtime from the link.
+    gso_max: int = 0
 
     @property
     def loopback(self) -> bool:

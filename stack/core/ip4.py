@@ -54,6 +54,7 @@ from stack.wire.addr import (
 from stack.wire.checksum import checksum_adjust
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Frame
+from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
 from stack.wire.ipv4 import OPT_LSRR, OPT_SSRR, build_ipv4, fragment_ipv4, iter_options
 
 if TYPE_CHECKING:
@@ -242,7 +243,14 @@ class Ip4:
             return self._drop(Drop.IPV4_DIRECTED_BROADCAST)
         packet = bytearray(f.ip_packet())
         mtu = out.mtu
-        if len(packet) > mtu and f.df:
+        off = offload_of(f.buf)
+        if off is not None and off.gso:
+            # A GSO packet from the kernel leaves as segments of gso_size (kept whole for
+            # a link with offloads, split in software otherwise): those must fit.
+            size = f.l4_off - f.l3_off + (f.buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
+        else:
+            size = len(packet)
+        if size > mtu and f.df:
             # RFC 1812 §5.2.7.1 / RFC 1191 §4: code 4 with the next-hop MTU.
             self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_FRAG_NEEDED, rcvif, now, mtu=mtu)
             return self._drop(Drop.IPV4_NEEDS_FRAG)
@@ -258,10 +266,23 @@ class Ip4:
         if st.tracer is not None:
             st.tracer(f"ip_forward rcvif={rcvif.name} ifp={out.name} src={fmt(src)} dst={fmt(dst)} "
                       f"nexthop={st.fmt_zoned(nexthop, r.gw_zone)}")
+        if off is not None and size <= mtu:
+            # the metadata goes with the packet; transmit keeps or resolves it (stack.transmit)
+            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, OffloadBytes.make(packet, off.shifted(-14)), now)
+            return "forward"
         if len(packet) <= mtu:
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, bytes(packet), now)
             return "forward"
         # RFC 1812 §5.2.6 / RFC 791 §3.2: DF clear, fragment (options copied per rule).
+        if off is not None and off.gso:
+            try:
+                pieces = [p for seg in gso_segment(bytes(packet), off.gso_size) for p in fragment_ipv4(seg, mtu)]
+            except ParseError as e:
+                return self._drop("offload_" + e.reason)
+            st.stats.count("ipv4", "out_frag_creates", len(pieces))
+            for p in pieces:
+                st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, p, now)
+            return "forward"
         pieces = fragment_ipv4(bytes(packet), mtu)
         st.stats.count("ipv4", "out_frag_creates", len(pieces))
         for p in pieces:
@@ -285,7 +306,7 @@ class Ip4:
     # -- output -----------------------------------------------------------------------
 
     def output(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
-               tos: int = 0, ttl: int | None = None) -> None:
+               tos: int = 0, ttl: int | None = None, gso: int = 0) -> None:
         st = self.st
         self.ident = (self.ident + 1) & 0xFFFF
         if ttl is None:
@@ -297,6 +318,10 @@ class Ip4:
         mtu = 0 if route.local else st.path_mtu(route.dst, route.mtu, now)
         df = proto == PROTO_TCP and (route.local or mtu > MIN_PMTU4)
         packet = build_ipv4(route.src, route.dst, proto, l4, ttl, tos, self.ident, df=df)
+        if gso and len(packet) > route.mtu:
+            packet = OffloadBytes.make(packet, tcp_gso(packet, gso))     # TSO: see Stack.tso_max
+            segments = -(-(len(l4) - (l4[12] >> 4) * 4) // gso)
+            self.ident = (self.ident + segments - 1) & 0xFFFF          # one ID per segment, as Linux
         st.stats.count("ipv4", "out_requests")
         if st.tracer is not None:
             st.tracer(f"ip_output ifp={st.ifname(route.ifp)} nexthop="
@@ -308,6 +333,13 @@ class Ip4:
             return
         if len(packet) <= mtu:
             st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, packet, now)
+            return
+        off = offload_of(packet)
+        if off is not None and off.gso:
+            if off.hdr_len + off.gso_size <= mtu:
+                st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV4, packet, now)
+                return
+            st.stats.drop(Drop.IPV4_NEEDS_FRAG)   # the path MTU fell below what TCP sized
             return
         if df:
             st.stats.drop(Drop.IPV4_NEEDS_FRAG)   # TCP sizes its segments by the MSS

@@ -35,6 +35,7 @@ from stack.wire.frame_types import (
     PROTO_UDP,
     Frame,
 )
+from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
 from stack.wire.ipv6 import build_ipv6, fragment_ipv6
 from stack.wire.ndp import build_redirect
 
@@ -211,7 +212,14 @@ class Ip6:
             st.icmp6.error(f, 1, 2, 0, rcvif, now)     # code 2: beyond scope of source address
             return self._drop(Drop.IPV6_BEYOND_SCOPE)
         packet = bytearray(f.ip_packet())
-        if len(packet) > out.mtu:
+        off = offload_of(f.buf)
+        if off is not None and off.gso:
+            # A GSO packet from the kernel leaves as segments of gso_size (kept whole for
+            # a link with offloads, split in software otherwise): those must fit.
+            size = f.l4_off - f.l3_off + (f.buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
+        else:
+            size = len(packet)
+        if size > out.mtu:
             # RFC 8200 §5 / RFC 4443 §3.2: routers never fragment; PTB with the MTU.
             st.icmp6.error(f, 2, 0, out.mtu, rcvif, now)
             return self._drop(Drop.IPV6_TOO_BIG)
@@ -225,6 +233,10 @@ class Ip6:
             st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} "
                       f"src={st.fmt_zoned(src, rcvif.ifindex)} dst={st.fmt_zoned(dst, dst_zone)} "
                       f"nexthop={st.fmt_zoned(nexthop, nh_zone)}")
+        if off is not None:
+            # the metadata goes with the packet; transmit keeps or resolves it (stack.transmit)
+            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, OffloadBytes.make(packet, off.shifted(-14)), now)
+            return "forward"
         st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, bytes(packet), now)
         return "forward"
 
@@ -263,7 +275,7 @@ class Ip6:
     # -- output ------------------------------------------------------------------
 
     def output(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
-               tclass: int = 0, hop_limit: int | None = None) -> None:
+               tclass: int = 0, hop_limit: int | None = None, gso: int = 0) -> None:
         st = self.st
         if hop_limit is None:
             if is_multicast6(route.dst):
@@ -271,6 +283,8 @@ class Ip6:
             else:
                 hop_limit = st.interfaces[route.origifp].nd.cur_hop_limit
         packet = build_ipv6(route.src, route.dst, proto, l4, hop_limit, tclass)
+        if gso and len(packet) > route.mtu:
+            packet = OffloadBytes.make(packet, tcp_gso(packet, gso))     # TSO: see Stack.tso_max
         st.stats.count("ipv6", "out_requests")
         if st.tracer is not None:
             st.tracer(f"ip6_output ifp={st.ifname(route.ifp)} origifp={st.ifname(route.origifp)} "
@@ -288,6 +302,16 @@ class Ip6:
         # A cached route keeps the MTU of its time; a Packet Too Big learned since
         # (RFC 8201 §4) applies at once.
         mtu = st.path_mtu(route.dst, route.mtu, now)
+        if len(packet) > mtu and type(packet) is not bytes:
+            off = offload_of(packet)
+            if off is not None and off.gso:
+                if off.hdr_len + off.gso_size <= mtu:
+                    st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV6, packet, now, route.src)
+                    return
+                # the path MTU fell below the segments TCP sized: split, then fragment
+                for piece in gso_segment(packet, off.gso_size):
+                    self.send_packet(route, piece, now)
+                return
         if len(packet) > mtu:
             # RFC 8200 §4.5: the source fragments.
             self.frag_ident = (self.frag_ident + 1) & 0xFFFFFFFF

@@ -59,7 +59,17 @@ from stack.wire.addr import (
 from stack.wire.errors import ParseError
 from stack.wire.ethernet import eth_header
 from stack.wire.frame import parse_frame
-from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+from stack.wire.frame_types import ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame
+from stack.wire.gso import (
+    F_DATA_VALID,
+    GSO_TCPV4,
+    GSO_TCPV6,
+    Offload,
+    OffloadBytes,
+    complete_checksum,
+    gso_segment,
+    offload_of,
+)
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 0: "hopopt", 44: "frag", 59: "none"}
 LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4)}
@@ -344,6 +354,12 @@ class Stack:
             c.rx_dropped += 1
             self.stats.drop("parse_" + e.reason)
             return
+        if type(frame) is not bytes:
+            checked = self._offload_rx(f)
+            if checked is None:
+                c.rx_dropped += 1
+                return
+            f = checked
         if f.eth_dst != iface.mac and not f.eth_dst[0] & 1:
             self.stats.drop(Drop.ETH_NOT_FOR_US)
             return
@@ -356,6 +372,28 @@ class Stack:
             self.ip4.handle_arp(iface, f, now)
         else:
             self.stats.drop(Drop.ETHERTYPE_UNKNOWN)
+
+    def _offload_rx(self, f: Frame) -> Frame | None:
+        """A frame the link read with a virtio-net header (``stack.wire.gso``).
+
+        NEEDS_CSUM: the kernel left the TCP/UDP checksum partial (CHECKSUM_PARTIAL);
+        the frame never crossed a wire, so it counts as verified when the header
+        points at that checksum. DATA_VALID: the kernel verified it. GSO: one TCP
+        packet of up to 64 KB standing for ``gso_size``-byte segments; TCP takes it
+        whole, forwarding keeps or splits it (``transmit``). Other GSO types are
+        not enabled on our TAPs and are dropped (counted)."""
+        off = offload_of(f.buf)
+        if off is None:
+            return f
+        if off.gso and (off.gso not in (GSO_TCPV4, GSO_TCPV6) or f.proto != 6 or f.is_fragment
+                        or not off.gso_size):
+            self.stats.drop("offload_bad_gso")
+            return None
+        if off.csum_trusted and not f.csum_ok and f.proto in (6, 17) and not f.is_fragment \
+                and (off.flags & F_DATA_VALID
+                     or (off.csum_start == f.l4_off and off.csum_offset == (16 if f.proto == 6 else 6))):
+            return f._replace(csum_ok=True)
+        return f
 
     def _run_loopback(self, now: int) -> None:
         """Receive what was sent to ourselves, on origifp, marked looped."""
@@ -572,12 +610,20 @@ class Stack:
         cache.confirm(route.ifp, route.nexthop, now)
 
     def ip_send(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
-                tclass: int = 0, hop_limit: int | None = None) -> None:
-        """Send a transport segment along a decided route (checksum already in l4)."""
+                tclass: int = 0, hop_limit: int | None = None, gso: int = 0) -> None:
+        """Send a transport segment along a decided route (checksum already in l4).
+        ``gso``: a TCP segment larger than the path MTU allows, standing for
+        segments of ``gso`` payload bytes (only on a route whose ``tso_max`` > 0)."""
         if len(route.dst) == 16:
-            self.ip6.output(route, proto, l4, now, cached=cached, tclass=tclass, hop_limit=hop_limit)
+            self.ip6.output(route, proto, l4, now, cached=cached, tclass=tclass, hop_limit=hop_limit, gso=gso)
         else:
-            self.ip4.output(route, proto, l4, now, cached=cached, tos=tclass, ttl=hop_limit)
+            self.ip4.output(route, proto, l4, now, cached=cached, tos=tclass, ttl=hop_limit, gso=gso)
+
+    def tso_max(self, route: OutRoute) -> int:
+        """Largest IP packet TCP may hand to ``ip_send`` with ``gso`` on this route
+        (0: segments must fit the MTU). Only TAPs with offloads have it."""
+        iface = self.interfaces.get(route.ifp)
+        return iface.gso_max if iface is not None else 0
 
     # -- link output ----------------------------------------------------------
 
@@ -622,10 +668,50 @@ class Stack:
         self._trace_nd()
 
     def transmit(self, iface: Interface, dst_mac: bytes, ethertype: int, packet: bytes) -> None:
+        if type(packet) is not bytes:
+            off = offload_of(packet)
+            if off is not None:
+                self._transmit_offload(iface, eth_header(dst_mac, iface.mac, ethertype), packet, off)
+                return
         frame = eth_header(dst_mac, iface.mac, ethertype) + packet
         iface.counters.tx_packets += 1
         iface.counters.tx_bytes += len(frame)
         self.tx.append((iface.ifindex, frame))
+
+    def _transmit_offload(self, iface: Interface, eth: bytes, packet: bytes, off: Offload) -> None:
+        """A packet with offload metadata (IP-relative offsets): a link with offloads
+        takes it as it is (the header goes with the frame); otherwise it is done here:
+        a GSO packet split into its segments (``gso_segment``), a partial checksum
+        completed."""
+        if iface.gso_max:
+            whole = OffloadBytes.make(eth + packet, off.shifted(ETH_HEADER_LEN))
+            iface.counters.tx_packets += 1
+            iface.counters.tx_bytes += len(whole)
+            self.tx.append((iface.ifindex, whole))
+            return
+        try:
+            if off.gso:
+                if off.gso not in (GSO_TCPV4, GSO_TCPV6):
+                    raise ParseError("bad_gso")
+                pieces = gso_segment(packet, off.gso_size)
+                self.stats.count("ip", "gso_split", len(pieces))
+            elif off.needs_csum:
+                pieces = [complete_checksum(packet, off.csum_start, off.csum_offset)]
+            else:
+                pieces = [bytes(packet)]
+        except ParseError as e:
+            self.stats.drop("offload_" + e.reason)
+            return
+        for piece in pieces:
+            frame = eth + piece
+            iface.counters.tx_packets += 1
+            iface.counters.tx_bytes += len(frame)
+            self.tx.append((iface.ifindex, frame))
+
+    def set_offload(self, ifindex: int, gso_max: int) -> None:
+        """The runtime tells core what the link under ``ifindex`` offloads: the largest
+        GSO packet it takes (0: none; a TAP with TSO4/TSO6/CSUM takes 65535)."""
+        self.interfaces[ifindex].gso_max = max(0, gso_max)
 
     def _nd_actions(self, actions: list[Solicit | Flush | Fail], now: int) -> None:
         for act in actions:

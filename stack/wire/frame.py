@@ -13,7 +13,7 @@ Field rules are in ``frame_types.Frame``. Two implementations, one result:
 
 ``BACKEND`` is ``checksum.BACKEND``; ``TAPSTACK_PURE=1`` forces pure for both.
 ``Frame.buf`` is the buffer passed in (a bytearray/memoryview is copied to
-bytes first).
+bytes first; a bytes subclass such as ``gso.OffloadBytes`` is kept, with its metadata).
 
 ParseError reasons (the core counts them as ``parse_<reason>``), in the order
 the parser checks them:
@@ -78,7 +78,7 @@ MAX_EXT_HEADERS = _pure.MAX_EXT_HEADERS
 
 def parse_frame_pure(buf: bytes) -> Frame:
     """The pure-Python reference parser (pure checksum too)."""
-    if type(buf) is not bytes:
+    if not isinstance(buf, bytes):
         buf = bytes(buf)
     return _pure.parse_frame(buf, _pure.ones_sum)
 
@@ -139,7 +139,7 @@ def _parse_native(buf: bytes) -> Frame | None:
 def _parse_frame_native(buf: bytes) -> Frame:
     """Parse one Ethernet frame (C for the common shapes, else the slow path);
     raises ParseError with the reasons in the module docstring."""
-    if type(buf) is not bytes:
+    if not isinstance(buf, bytes):
         buf = bytes(buf)
     f = _parse_native(buf)
     return f if f is not None else _parse_slow(buf)

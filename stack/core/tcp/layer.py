@@ -149,6 +149,7 @@ class TcpLayer:
         self._timer_seq = 0
         self._time_wait: dict[TcpConnection, None] = {}
         self._now = 0
+        self._tso_max = getattr(ip, "tso_max", None)   # optional in IpService: TSO routes
 
     # --- receive ----------------------------------------------------------
 
@@ -448,6 +449,11 @@ class TcpLayer:
 
     def _flush(self, conn: TcpConnection, now: int) -> None:
         self._dirty.pop(conn, None)
+        route = conn.route
+        if self._tso_max is not None and route is not None:
+            # payload room in one TSO packet: the IP maximum less IP and TCP headers (options included)
+            tso = self._tso_max(route)
+            conn.tso_max = tso - (40 if len(route.dst) == 16 else 20) - 60 if tso else 0
         for seg in conn.dispatch(now):
             self._transmit(conn, seg, now)
         if conn.state is TcpState.TIME_WAIT and conn not in self._time_wait:
@@ -486,8 +492,11 @@ class TcpLayer:
                 conn.on_path_mtu(route.mtu)
         conn.route_fresh = False
         self.stats.count("tcp", "out_segs")
-        self.ip.ip_send(route, PROTO_TCP, build_tcp(route.src, route.dst, conn.lport, conn.rport, seg), now,
-                        cached=cached)
+        l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg)
+        if len(seg.payload) > conn.gso_size and conn.tso_max:
+            self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached, gso=conn.gso_size)
+            return
+        self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached)
 
     def _route_for(self, key: Key, now: int) -> OutRoute | None:
         try:

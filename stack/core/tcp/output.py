@@ -55,6 +55,7 @@ class TcpOutput(TcpControlBlock):
 
     def _send_data(self, now: int, out: list[TcpSegment]) -> None:
         mss = self.payload_mss() - self._sack_option_len()
+        self.gso_size = mss
         cc = self.cc
         while True:
             una, nxt = self.snd_una, self.snd_nxt
@@ -88,6 +89,13 @@ class TcpOutput(TcpControlBlock):
             self.cc.after_idle()                         # RFC 5681 §4.1: restart window
         usable_wnd = self.snd_una + self.snd_wnd - nxt
         n = min(max(unsent, 0), mss)
+        if unsent > mss and self.tso_max > mss:
+            # TSO: one segment of whole MSS multiples, as much as cwnd and the peer's
+            # window allow; the link cuts it into MSS-sized segments (gso_size).
+            room = min(self.tso_max, self.cc.cwnd - self.cc.pipe(self.snd_una, nxt), usable_wnd)
+            room -= room % mss
+            if room > mss:
+                n = min(unsent, room)
         if n > 0:
             if n > self.cc.cwnd - self.cc.pipe(self.snd_una, nxt):
                 return None                              # cwnd-limited: the ACK clock resumes it

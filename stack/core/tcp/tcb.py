@@ -109,14 +109,14 @@ class TcpControlBlock:
     __slots__ = (
         "_challenge_count", "_challenge_start", "_closed_emitted", "_emit", "_out", "ack_now",
         "app_closed", "cc", "config", "delayed_ack_at", "embryonic", "error", "fin_queued", "fin_received",
-        "fin_wait2_at", "irs", "iss", "keepalive", "keepalive_at", "keepalive_probes", "last_ack_sent", "last_send_at",
+        "fin_wait2_at", "gso_size", "irs", "iss", "keepalive", "keepalive_at", "keepalive_probes", "last_ack_sent", "last_send_at",
         "listener", "local", "lport", "max_snd_wnd", "mss_local", "nodelay", "on_established",
         "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "rcv_adv", "rcv_mss",
         "rcv_nxt", "rcv_wscale", "rcvbuf", "remote", "retries", "route", "route_fresh", "rport",
         "rto_at", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sched_at", "snd_mss", "snd_nxt", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "soft_error", "state", "stats",
         "syn_retransmitted", "time_wait_at", "ts_offset", "ts_ok", "ts_recent", "ts_recent_at",
-        "wake", "want_writable", "wscale_ok", "zone",
+        "tso_max", "wake", "want_writable", "wscale_ok", "zone",
     )
 
     def __init__(self, *, local: bytes, lport: int, remote: bytes, rport: int, zone: int, iss: int,
@@ -161,6 +161,8 @@ class TcpControlBlock:
         self.retries = 0
         self.syn_retransmitted = False
         self.last_send_at = 0                    # when new data last left (RFC 5681 §4.1 idle test)
+        self.tso_max = 0                         # TSO: payload bytes per segment the route's link splits (0: off)
+        self.gso_size = 0                        # the MSS those large segments stand for
 
     def _init_receive(self, mss_local: int, ts_offset: int) -> None:
         """Receive sequence variables, buffers and negotiated options."""
