@@ -86,6 +86,8 @@ class NdParams:
     base_reachable_time: int = s(30)
     reachable_time: int = s(30)            # randomized from base_reachable_time
     retrans_timer: int = ms(1000)
+    delay_first_probe_time: int = s(5)     # §10 DELAY_FIRST_PROBE_TIME
+    gc_stale_time: int = s(60)             # Linux gc_stale_time: unused STALE entries go
     cur_hop_limit: int = 64
     dup_addr_detect_transmits: int = 1     # RFC 4862 §5.1
     link_mtu: int = 1500

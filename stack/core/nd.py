@@ -13,7 +13,8 @@ Transitions (state, input -> state, output):
     INCOMPLETE  NA solicited          -> REACHABLE   Flush(queue)
     INCOMPLETE  NA unsolicited / NS / RS / RA / Redirect with lladdr
                                       -> STALE       Flush(queue)
-    REACHABLE   ReachableTime passed  -> STALE
+    REACHABLE   ReachableTime passed  -> STALE       (unless confirmed meanwhile)
+    REACHABLE   upper-layer confirmation -> REACHABLE (deadline moved, no new timer)
     STALE       packet to send        -> DELAY       send
     DELAY       confirmation          -> REACHABLE
     DELAY       DELAY_FIRST_PROBE_TIME-> PROBE       Solicit (unicast)
@@ -24,18 +25,27 @@ Transitions (state, input -> state, output):
     REACHABLE   NA O=0 different lladdr -> STALE     (lladdr kept)
     any         NA O=1 different lladdr S=0 -> STALE (lladdr updated)
     any         NS/RS/RA with different lladdr -> STALE (lladdr updated)
+    STALE       gc_stale_time unused  -> (deleted)   (Linux gc_staletime; not routers)
     PERMANENT   anything              -> PERMANENT
 
 Packets waiting in INCOMPLETE are kept on the entry (at most ``queue_max``,
 oldest dropped first), as illumos keeps them with ``nce_queue_mp`` and releases
 them in ``nce_resolv_ok``; on failure each one yields an ICMPv6 Destination
 Unreachable code 3 to its sender (§7.2.2).
+
+Timers: every armed deadline is also pushed on a heap ``(time, seq, entry)``;
+an item is live while the entry is still in the cache with that ``timer_at``
+(lazy deletion, rebuilt when dead items outnumber live entries), so
+``poll_at`` is O(1) amortized and ``poll`` touches only due entries.
+An upper-layer confirmation does not re-arm: it moves ``reachable_until`` and
+the REACHABLE timer, when it fires, re-arms once for the rest.
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +58,7 @@ from stack.core.stats import Drop, Stats
 MAX_MULTICAST_SOLICIT = 3
 MAX_UNICAST_SOLICIT = 3
 DELAY_FIRST_PROBE_TIME = s(5)
+GC_STALE_TIME = s(60)           # Linux neigh gc_stale_time: unused STALE entries go
 MIN_RANDOM_FACTOR = 0.5
 MAX_RANDOM_FACTOR = 1.5
 _USED_AT = attrgetter("used_at")
@@ -111,6 +122,7 @@ class NeighborEntry:
     used_at: int = 0                # last time a packet was sent through it
     updated_at: int = 0             # last state change
     src_hint: bytes | None = None
+    reachable_until: int = 0        # REACHABLE: confirmed reachable until then
 
 
 class NeighborCache:
@@ -129,6 +141,11 @@ class NeighborCache:
         self.entries: dict[tuple[int, bytes], NeighborEntry] = {}
         self.retrans: dict[int, int] = {}
         self.reachable: dict[int, int] = {}
+        self.delay: dict[int, int] = {}
+        self.gc_stale: dict[int, int] = {}
+        self._timers: list[tuple[int, int, NeighborEntry]] = []
+        self._seq = itertools.count()
+        self.gc_collected = 0
         self.queue_drops = 0
         self.evictions = 0
         self.on_transition: list[object] = []   # (entry, old_state) -> None, for trace/logging
@@ -136,15 +153,36 @@ class NeighborCache:
 
     # -- parameters ------------------------------------------------------
 
-    def set_params(self, ifindex: int, reachable_time: int, retrans_timer: int) -> None:
+    def set_params(self, ifindex: int, reachable_time: int, retrans_timer: int,
+                   delay_first_probe_time: int | None = None,
+                   gc_stale_time: int | None = None) -> None:
+        """ND timing of one interface (ns); None keeps the current value.
+        New values apply from the next state change (as Linux)."""
         self.reachable[ifindex] = reachable_time
         self.retrans[ifindex] = retrans_timer
+        if delay_first_probe_time is not None:
+            self.delay[ifindex] = delay_first_probe_time
+        if gc_stale_time is not None:
+            self.gc_stale[ifindex] = gc_stale_time
 
     def _retrans(self, ifindex: int) -> int:
         return self.retrans.get(ifindex, s(1))
 
     def _reachable(self, ifindex: int) -> int:
         return self.reachable.get(ifindex, s(30))
+
+    def _arm(self, e: NeighborEntry, at: int | None) -> None:
+        e.timer_at = at
+        if at is None:
+            return
+        heapq.heappush(self._timers, (at, next(self._seq), e))
+        if len(self._timers) > 2 * len(self.entries) + 64:
+            self._timers = [(x.timer_at, next(self._seq), x) for x in self.entries.values()
+                            if x.timer_at is not None]
+            heapq.heapify(self._timers)
+
+    def _live(self, at: int, e: NeighborEntry) -> bool:
+        return e.timer_at == at and self.entries.get((e.ifindex, e.addr)) is e
 
     @staticmethod
     def random_reachable_time(rng: random.Random, base: int) -> int:
@@ -158,12 +196,17 @@ class NeighborCache:
         e.state = state
         e.updated_at = now
         if state is NudState.REACHABLE:
-            e.timer_at = now + self._reachable(e.ifindex)
+            e.reachable_until = now + self._reachable(e.ifindex)
+            self._arm(e, e.reachable_until)
         elif state is NudState.DELAY:
-            e.timer_at = now + DELAY_FIRST_PROBE_TIME
+            self._arm(e, now + self.delay.get(e.ifindex, DELAY_FIRST_PROBE_TIME))
         elif state in (NudState.INCOMPLETE, NudState.PROBE):
-            e.timer_at = now + self._retrans(e.ifindex)
-        else:  # STALE, PERMANENT: no timer (STALE entries are collected under pressure)
+            self._arm(e, now + self._retrans(e.ifindex))
+        elif state is NudState.STALE:
+            # Collected when unused for gc_stale_time (sending moves it to DELAY),
+            # or earlier under cache pressure (_evict).
+            self._arm(e, now + self.gc_stale.get(e.ifindex, GC_STALE_TIME))
+        else:  # PERMANENT: no timer
             e.timer_at = None
         if old is not state:
             self.transitions.append((e, old, len(e.queue)))
@@ -219,7 +262,9 @@ class NeighborCache:
         victims = [k for k, e in self.entries.items()
                    if (ifindex is None or e.ifindex == ifindex) and e.state is not NudState.PERMANENT]
         for k in victims:
-            del self.entries[k]
+            e = self.entries.pop(k)
+            if e.queue and self.stats is not None:
+                self.stats.drop(Drop.ND_FLUSHED, len(e.queue))   # waiting packets go with it
         return len(victims)
 
     def remove_interface(self, ifindex: int) -> None:
@@ -328,7 +373,7 @@ class NeighborCache:
         if e is None or e.state in (NudState.INCOMPLETE, NudState.PERMANENT):
             return
         if e.state is NudState.REACHABLE:
-            e.timer_at = now + self._reachable(ifindex)
+            e.reachable_until = now + self._reachable(ifindex)   # the timer re-arms lazily
             return
         self._enter(e, NudState.REACHABLE, now)
 
@@ -341,13 +386,20 @@ class NeighborCache:
     # -- timers ----------------------------------------------------------
 
     def poll_at(self) -> int | None:
-        times = [e.timer_at for e in self.entries.values() if e.timer_at is not None]
-        return min(times) if times else None
+        h = self._timers
+        while h:
+            at, _, e = h[0]
+            if self._live(at, e):
+                return at
+            heapq.heappop(h)
+        return None
 
     def poll(self, now: int) -> list[Action]:
         actions: list[Action] = []
-        for e in list(self.entries.values()):
-            if e.timer_at is not None and e.timer_at <= now:
+        h = self._timers
+        while h and h[0][0] <= now:
+            at, _, e = heapq.heappop(h)
+            if self._live(at, e):
                 actions.extend(self._expire(e, now))
         return actions
 
@@ -356,7 +408,7 @@ class NeighborCache:
         if st is NudState.INCOMPLETE:
             if e.probes < MAX_MULTICAST_SOLICIT:
                 e.probes += 1
-                e.timer_at = now + self._retrans(e.ifindex)
+                self._arm(e, now + self._retrans(e.ifindex))
                 return [Solicit(e.ifindex, e.addr, None, e.src_hint)]
             del self.entries[(e.ifindex, e.addr)]
             self.transitions.append((e, st, -1))
@@ -364,7 +416,10 @@ class NeighborCache:
             e.queue.clear()
             return [Fail(e.ifindex, e.addr, packets)]
         if st is NudState.REACHABLE:
-            self._enter(e, NudState.STALE, now)
+            if e.reachable_until > now:     # confirmed meanwhile (§7.3.1)
+                self._arm(e, e.reachable_until)
+            else:
+                self._enter(e, NudState.STALE, now)
             return []
         if st is NudState.DELAY:
             e.probes = 1
@@ -373,12 +428,19 @@ class NeighborCache:
         if st is NudState.PROBE:
             if e.probes < MAX_UNICAST_SOLICIT:
                 e.probes += 1
-                e.timer_at = now + self._retrans(e.ifindex)
+                self._arm(e, now + self._retrans(e.ifindex))
                 return [Solicit(e.ifindex, e.addr, e.lladdr, None)]
             del self.entries[(e.ifindex, e.addr)]
             self.transitions.append((e, st, -1))
             return []
-        if st in (NudState.STALE, NudState.PERMANENT):
+        if st is NudState.STALE:
+            if e.is_router:   # a default router's entry stays (§6.3.6 ranks by it)
+                self._arm(e, now + self.gc_stale.get(e.ifindex, GC_STALE_TIME))
+                return []
+            del self.entries[(e.ifindex, e.addr)]
+            self.gc_collected += 1
+            return []
+        if st is NudState.PERMANENT:
             e.timer_at = None
             return []
         raise AssertionError(st)

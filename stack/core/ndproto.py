@@ -262,6 +262,19 @@ class NdProto:
     def interface_up(self, iface: Interface, now: int) -> None:
         self.rdisc.interface_up(iface, now)
 
+    def link_up(self, iface: Interface, now: int) -> None:
+        """The link came back (set_link up): an interface (re)initialization.
+        RFC 4862 §5.4: every address does DAD again (a duplicated one gets a new
+        chance, as after ``ip link set up``); RFC 4861 §6.3.7: solicit routers."""
+        iface.ipv6_disabled = False
+        if iface.nd.dup_addr_detect_transmits > 0:
+            self.dad = [(i, x) for i, x in self.dad if x.state is AddrState.TENTATIVE]
+            for a in iface.addrs6:
+                if all(x is not a for _, x in self.dad):
+                    self.start_dad(iface, a, now)
+            self.st.routes.bump()
+        self.interface_up(iface, now)
+
     def handle_ra(self, rcvif: Interface, f: Frame, now: int) -> None:
         self.rdisc.handle_ra(rcvif, f, now)
 

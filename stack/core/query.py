@@ -146,7 +146,7 @@ def q_stats(st: Stack, args: dict[str, Any], now: int) -> dict[str, Any]:
     snap: dict[str, Any] = st.stats.snapshot()
     snap.setdefault("nd", {})
     snap["nd"] = dict(snap["nd"], cache_entries=len(st.nd.entries), queue_drops=st.nd.queue_drops,
-                      evictions=st.nd.evictions)
+                      evictions=st.nd.evictions, gc_stale=st.nd.gc_collected)
     snap["interfaces"] = {iface.name: {"rx_packets": iface.counters.rx_packets,
                                        "rx_bytes": iface.counters.rx_bytes,
                                        "tx_packets": iface.counters.tx_packets,

@@ -287,6 +287,43 @@ class Stack:
             self.note("info", f"route deleted: {r.describe(self.ifnames())}")
         return gone
 
+    def set_nd_params(self, ifindex: int, *, base_reachable_time: int | None = None,
+                      retrans_timer: int | None = None, delay_first_probe_time: int | None = None,
+                      gc_stale_time: int | None = None) -> None:
+        """Per-interface ND timing in ns (config ``[interface.nd]``, Linux neigh
+        sysctls); None keeps a value. RAs may still override ReachableTime and
+        RetransTimer (RFC 4861 §6.3.4). Applies from the next state change."""
+        iface = self.interfaces[ifindex]
+        nd = iface.nd
+        for name, value in (("base_reachable_time", base_reachable_time), ("retrans_timer", retrans_timer),
+                            ("delay_first_probe_time", delay_first_probe_time),
+                            ("gc_stale_time", gc_stale_time)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive")
+        if base_reachable_time is not None:
+            nd.base_reachable_time = base_reachable_time
+            nd.reachable_time = NeighborCache.random_reachable_time(self.rng, base_reachable_time)
+        if retrans_timer is not None:
+            nd.retrans_timer = retrans_timer
+        if delay_first_probe_time is not None:
+            nd.delay_first_probe_time = delay_first_probe_time
+        if gc_stale_time is not None:
+            nd.gc_stale_time = gc_stale_time
+        for cache in (self.nd, self.arp):
+            cache.set_params(ifindex, nd.reachable_time, nd.retrans_timer, nd.delay_first_probe_time,
+                             nd.gc_stale_time)
+
+    def flush_neighbors(self, ifindex: int | None = None, now: int = 0) -> int:
+        """``tapstack neigh flush [dev IF]`` (``ip neigh flush``): remove the dynamic
+        entries of the ND and ARP caches, PERMANENT ones stay. Packets waiting on
+        an INCOMPLETE entry are dropped (counted ``nd_flushed``), as Linux does."""
+        n = self.nd.flush(ifindex) + self.arp.flush(ifindex)
+        self.ndp.rdisc.rank_routers(now)      # §6.3.6: routers without an entry rank lower
+        if n:
+            where = f" on {self.ifname(ifindex)}" if ifindex is not None else ""
+            self.note("info", f"neighbor cache flushed{where}: {n} entries")
+        return n
+
     def add_neighbor(self, ifindex: int, addr: bytes, lladdr: bytes, now: int = 0) -> None:
         cache = self.nd if len(addr) == 16 else self.arp
         cache.add_permanent(ifindex, addr, lladdr, now)
@@ -309,6 +346,8 @@ class Stack:
         iface.up = up
         self.routes.bump()
         self.note("info", f"{iface.name}: link {'up' if up else 'down'}")
+        if up and not iface.loopback:
+            self.ndp.link_up(iface, now)      # RFC 4862 §5.4: DAD again; RFC 4861 §6.3.7: RS
 
     def ifnames(self) -> dict[int, str]:
         return {i: f.name for i, f in self.interfaces.items()}

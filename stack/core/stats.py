@@ -78,6 +78,7 @@ class Drop(StrEnum):
     ND_QUEUE_OVERFLOW = "nd_queue_overflow"
     ND_RESOLUTION_FAILED = "nd_resolution_failed"
     ND_CACHE_FULL = "nd_cache_full"
+    ND_FLUSHED = "nd_flushed"                    # queued on an entry removed by neigh flush
     ND_RA_IGNORED = "nd_ra_ignored"
     ND_RA_BAD_SOURCE = "nd_ra_bad_source"
     ND_REDIRECT_IGNORED = "nd_redirect_ignored"

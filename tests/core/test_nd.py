@@ -10,6 +10,7 @@ import pytest
 from stack.core.clock import s
 from stack.core.nd import (
     DELAY_FIRST_PROBE_TIME,
+    GC_STALE_TIME,
     MAX_MULTICAST_SOLICIT,
     MAX_UNICAST_SOLICIT,
     Fail,
@@ -107,32 +108,64 @@ class Confirm:
         return []
 
 
+def row(name: str, start: NudState, event: object, end: NudState, emits: type | None) -> object:
+    return pytest.param(start, event, end, emits, id=name)
+
+
+# One row per transition of RFC 4861 Appendix C (and §7.3.1 confirmations), named after it.
 ROWS = [
-    (INC, Advert(solicited=True, override=False), R, Flush),
-    (INC, Advert(solicited=False, override=True), ST, Flush),
-    (INC, Advert(solicited=True, override=True, lladdr=None), INC, None),
-    (INC, Solicitation(), ST, Flush),
-    (INC, Elapse(RETRANS), INC, Solicit),
-    (R, Elapse(REACHABLE), ST, None),
-    (R, Advert(solicited=False, override=False, lladdr=MAC_X), ST, None),
-    (R, Advert(solicited=True, override=True, lladdr=MAC_X), R, None),
-    (R, Solicitation(MAC_X), ST, None),
-    (R, Solicitation(MAC_B), R, None),
-    (ST, Send(), D, None),
-    (ST, Advert(solicited=True, override=False), R, None),
-    (ST, Advert(solicited=False, override=False, lladdr=MAC_X), ST, None),
-    (ST, Advert(solicited=False, override=True, lladdr=MAC_X), ST, None),
-    (D, Confirm(), R, None),
-    (D, Elapse(DELAY_FIRST_PROBE_TIME), PR, Solicit),
-    (D, Advert(solicited=True, override=False, lladdr=None), R, None),
-    (PR, Advert(solicited=True, override=False, lladdr=None), R, None),
-    (PR, Advert(solicited=True, override=False), R, None),
-    (PR, Elapse(RETRANS), PR, Solicit),
-    (PR, Advert(solicited=False, override=False, lladdr=MAC_X), PR, None),
+    row("INCOMPLETE-NA_S1-REACHABLE_flush", INC, Advert(solicited=True, override=False), R, Flush),
+    row("INCOMPLETE-NA_S0-STALE_flush", INC, Advert(solicited=False, override=True), ST, Flush),
+    row("INCOMPLETE-NA_without_lladdr-unchanged", INC, Advert(solicited=True, override=True, lladdr=None),
+        INC, None),
+    row("INCOMPLETE-NS_with_lladdr-STALE_flush", INC, Solicitation(), ST, Flush),
+    row("INCOMPLETE-retrans_timeout-INCOMPLETE_solicit", INC, Elapse(RETRANS), INC, Solicit),
+    row("REACHABLE-timeout-STALE", R, Elapse(REACHABLE), ST, None),
+    row("REACHABLE-NA_S0_O0_other_lladdr-STALE", R, Advert(solicited=False, override=False, lladdr=MAC_X),
+        ST, None),
+    row("REACHABLE-NA_S1_O0_other_lladdr-STALE", R, Advert(solicited=True, override=False, lladdr=MAC_X),
+        ST, None),
+    row("REACHABLE-NA_S1_O1_other_lladdr-REACHABLE", R, Advert(solicited=True, override=True, lladdr=MAC_X),
+        R, None),
+    row("REACHABLE-NA_S0_O1_same_lladdr-unchanged", R, Advert(solicited=False, override=True), R, None),
+    row("REACHABLE-NA_S0_no_lladdr-unchanged", R, Advert(solicited=False, override=False, lladdr=None),
+        R, None),
+    row("REACHABLE-NS_other_lladdr-STALE", R, Solicitation(MAC_X), ST, None),
+    row("REACHABLE-NS_same_lladdr-unchanged", R, Solicitation(MAC_B), R, None),
+    row("REACHABLE-confirmation-REACHABLE", R, Confirm(), R, None),
+    row("STALE-send-DELAY", ST, Send(), D, None),
+    row("STALE-NA_S1_O0_same_lladdr-REACHABLE", ST, Advert(solicited=True, override=False), R, None),
+    row("STALE-NA_S0_O0_other_lladdr-unchanged", ST, Advert(solicited=False, override=False, lladdr=MAC_X),
+        ST, None),
+    row("STALE-NA_S0_O1_other_lladdr-STALE_updated", ST, Advert(solicited=False, override=True, lladdr=MAC_X),
+        ST, None),
+    row("STALE-NA_S0_O1_same_lladdr-unchanged", ST, Advert(solicited=False, override=True), ST, None),
+    row("STALE-NS_other_lladdr-STALE_updated", ST, Solicitation(MAC_X), ST, None),
+    row("STALE-NS_same_lladdr-unchanged", ST, Solicitation(MAC_B), ST, None),
+    row("STALE-confirmation-REACHABLE", ST, Confirm(), R, None),
+    row("DELAY-confirmation-REACHABLE", D, Confirm(), R, None),
+    row("DELAY-timeout-PROBE_unicast_solicit", D, Elapse(DELAY_FIRST_PROBE_TIME), PR, Solicit),
+    row("DELAY-NA_S1_no_lladdr-REACHABLE", D, Advert(solicited=True, override=False, lladdr=None), R, None),
+    row("DELAY-NA_S1_O0_other_lladdr-unchanged", D, Advert(solicited=True, override=False, lladdr=MAC_X),
+        D, None),
+    row("DELAY-NA_S0_O1_other_lladdr-STALE", D, Advert(solicited=False, override=True, lladdr=MAC_X),
+        ST, None),
+    row("DELAY-NS_other_lladdr-STALE", D, Solicitation(MAC_X), ST, None),
+    row("DELAY-send-unchanged", D, Send(), D, None),
+    row("PROBE-NA_S1_no_lladdr-REACHABLE", PR, Advert(solicited=True, override=False, lladdr=None), R, None),
+    row("PROBE-NA_S1_O0_same_lladdr-REACHABLE", PR, Advert(solicited=True, override=False), R, None),
+    row("PROBE-retrans_timeout-PROBE_unicast_solicit", PR, Elapse(RETRANS), PR, Solicit),
+    row("PROBE-NA_S0_O0_other_lladdr-unchanged", PR, Advert(solicited=False, override=False, lladdr=MAC_X),
+        PR, None),
+    row("PROBE-NA_S0_O1_other_lladdr-STALE", PR, Advert(solicited=False, override=True, lladdr=MAC_X),
+        ST, None),
+    row("PROBE-NS_other_lladdr-STALE", PR, Solicitation(MAC_X), ST, None),
+    row("PROBE-confirmation-REACHABLE", PR, Confirm(), R, None),
+    row("PROBE-send-unchanged", PR, Send(), PR, None),
 ]
 
 
-@pytest.mark.parametrize("start, event, end, emits", ROWS, ids=lambda v: str(v))
+@pytest.mark.parametrize("start, event, end, emits", ROWS)
 def test_nud_transition(start: NudState, event: object, end: NudState, emits: type | None) -> None:
     c = cache_in(start)
     acts = event.apply(c)  # type: ignore[attr-defined]
@@ -250,3 +283,108 @@ def test_reachable_time_is_randomized_within_rfc_bounds() -> None:
     values = {NeighborCache.random_reachable_time(rng, s(30)) for _ in range(200)}
     assert all(s(15) <= v <= s(45) for v in values)
     assert len(values) > 100
+
+
+def test_no_entry_send_creates_incomplete_queues_and_solicits_multicast() -> None:
+    c = NeighborCache(random.Random(1))
+    mac, acts = c.resolve(IFX, ADDR, P, T0)
+    e = c.get(IFX, ADDR)
+    assert mac is None and e is not None and e.state is INC and list(e.queue) == [P]
+    assert acts == [Solicit(IFX, ADDR, None, None)]
+    assert c.poll_at() == T0 + s(1)        # RetransTimer
+
+
+def test_stale_unused_for_gc_stale_time_is_deleted() -> None:
+    c = cache_in(ST)
+    e = c.get(IFX, ADDR)
+    assert e is not None
+    entered = e.updated_at
+    assert c.poll_at() == entered + GC_STALE_TIME
+    assert c.poll(entered + GC_STALE_TIME - 1) == [] and c.get(IFX, ADDR) is e
+    assert c.poll(entered + GC_STALE_TIME) == []           # nothing to send: just forgotten
+    assert c.get(IFX, ADDR) is None and c.gc_collected == 1
+    assert c.poll_at() is None
+
+
+def test_stale_entry_that_is_used_is_not_collected() -> None:
+    c = cache_in(ST)
+    e = c.get(IFX, ADDR)
+    assert e is not None
+    t = e.updated_at + GC_STALE_TIME - s(1)
+    c.resolve(IFX, ADDR, P, t)                              # sent through: DELAY
+    c.on_advertisement(IFX, ADDR, MAC_B, t, solicited=True, override=False, is_router=False)
+    c.poll(e.updated_at + s(1))
+    assert c.get(IFX, ADDR) is e and e.state is R
+    assert c.gc_collected == 0
+
+
+def test_stale_router_entry_is_not_collected() -> None:
+    c = cache_in(ST)
+    e = c.get(IFX, ADDR)
+    assert e is not None
+    e.is_router = True
+    c.poll(e.updated_at + 3 * GC_STALE_TIME)
+    assert c.get(IFX, ADDR) is e and e.state is ST
+
+
+def test_gc_stale_time_and_delay_first_probe_time_are_per_interface() -> None:
+    c = NeighborCache(random.Random(1))
+    c.set_params(IFX, REACHABLE, RETRANS, delay_first_probe_time=s(2), gc_stale_time=s(7))
+    c.on_solicitation(IFX, ADDR, MAC_B, T0)
+    assert c.poll_at() == T0 + s(7)
+    c.resolve(IFX, ADDR, P, T0 + s(1))
+    e = c.get(IFX, ADDR)
+    assert e is not None and e.state is D and e.timer_at == T0 + s(3)
+    c.on_solicitation(IFX + 1, ADDR, MAC_B, T0)           # another interface: the defaults
+    e2 = c.get(IFX + 1, ADDR)
+    assert e2 is not None and e2.timer_at == T0 + GC_STALE_TIME
+
+
+def test_confirmations_do_not_grow_the_timer_heap() -> None:
+    c = cache_in(R)
+    e = c.get(IFX, ADDR)
+    assert e is not None
+    for i in range(10_000):
+        c.confirm(IFX, ADDR, T0 + i)
+    assert len(c._timers) <= 2
+    c.poll(T0 + REACHABLE)                                   # confirmed at T0+9999 ns: still valid
+    assert e.state is R and e.timer_at == T0 + 9_999 + REACHABLE
+    c.poll(T0 + 9_999 + REACHABLE)
+    assert e.state is ST
+
+
+def test_timer_heap_is_bounded_by_the_cache_size() -> None:
+    """Entries re-armed many times (NA storms) or removed leave dead heap items;
+    the heap is rebuilt before they outnumber live entries, and poll_at skips them."""
+    c = NeighborCache(random.Random(1), max_entries=100)
+    c.set_params(IFX, REACHABLE, RETRANS)
+    addrs = [bytes(15) + bytes([i]) for i in range(50)]
+    for a in addrs:
+        c.resolve(IFX, a, P, T0)
+    for rnd in range(20):
+        for a in addrs:
+            c.on_advertisement(IFX, a, MAC_B, T0 + rnd, solicited=True, override=True, is_router=False)
+        assert len(c._timers) <= 2 * len(c.entries) + 64
+    for a in addrs[:40]:
+        c.remove(IFX, a)
+    assert c.poll_at() == T0 + 19 + REACHABLE
+    assert len(c.poll(T0 + 19 + REACHABLE)) == 0 and all(c.get(IFX, a).state is ST  # type: ignore[union-attr]
+                                                         for a in addrs[40:])
+
+
+def test_flush_removes_dynamic_entries_and_counts_waiting_packets() -> None:
+    from stack.core.stats import Drop, Stats
+
+    stats = Stats()
+    c = NeighborCache(random.Random(1), stats=stats)
+    c.set_params(IFX, REACHABLE, RETRANS)
+    other = bytes(15) + b"\x09"
+    c.resolve(IFX, ADDR, P, T0)
+    c.resolve(IFX, ADDR, P, T0)                           # two packets waiting
+    c.add_permanent(IFX, other, MAC_B, T0)
+    c.on_solicitation(IFX + 1, ADDR, MAC_B, T0)           # on another interface
+    assert c.flush(IFX) == 1
+    assert c.get(IFX, ADDR) is None and c.get(IFX, other) is not None and c.get(IFX + 1, ADDR) is not None
+    assert stats[Drop.ND_FLUSHED] == 2
+    assert c.poll(T0 + s(10)) == []                       # no retransmission for a flushed entry
+    assert c.flush() == 1 and c.get(IFX, other) is not None
