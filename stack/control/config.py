@@ -100,6 +100,17 @@ class PeerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NdConfig:
+    """``[interface.nd]``: ND timing in milliseconds, named after the Linux
+    net.ipv6.neigh.IF.* sysctls; None keeps the RFC 4861 §10 default."""
+
+    base_reachable_time_ms: int | None = None     # default 30000 (REACHABLE_TIME)
+    retrans_timer_ms: int | None = None           # default 1000 (RETRANS_TIMER)
+    delay_first_probe_time_ms: int | None = None  # default 5000 (DELAY_FIRST_PROBE_TIME)
+    gc_stale_time_ms: int | None = None           # default 60000: unused STALE entries go
+
+
+@dataclass(frozen=True, slots=True)
 class InterfaceConfig:
     name: str
     mac: bytes | None = None        # None: a random locally administered MAC
@@ -110,6 +121,7 @@ class InterfaceConfig:
     neighbors: tuple[NeighborConfig, ...] = ()
     peer: PeerConfig | None = None
     faults: FaultConfig | None = None   # [interface.faults]: seeded impairments on this link
+    nd: NdConfig | None = None          # [interface.nd]: ND timing knobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +337,10 @@ class _Parser:
 
 
 _TOP_KEYS = ("name", "forwarding", "loopback", "interface", "route", "services", "forward", "limits")
-_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "neighbors", "peer", "faults")
+_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "neighbors", "peer", "faults", "nd")
+# [interface.nd] key -> allowed range in ms (RFC 4861 §6.2.1: MAX_REACHABLE_TIME is one hour)
+_ND_RANGES = {"base_reachable_time_ms": (100, 3_600_000), "retrans_timer_ms": (10, 3_600_000),
+              "delay_first_probe_time_ms": (10, 3_600_000), "gc_stale_time_ms": (1000, 86_400_000)}
 _FAULT_FLOATS = ("loss", "duplicate", "reorder", "corrupt", "delay_ms", "jitter_ms", "reorder_ms")
 _FAULT_KEYS = (*_FAULT_FLOATS, "limit", "seed", "direction")
 _PEER_KEYS = ("netns", "addresses", "routes", "nodad", "sysctl", "mtu")
@@ -401,8 +416,9 @@ def _interfaces(p: _Parser, v: object) -> tuple[InterfaceConfig, ...]:
         neighbors = p.array(t.get("neighbors", []), f"{kp}.neighbors", lambda v, k: _neighbor(p, v, k))
         peer = _peer(p, t["peer"], f"{kp}.peer", name) if "peer" in t else None
         faults = _faults(p, t["faults"], f"{kp}.faults") if "faults" in t else None
+        nd = _nd(p, t["nd"], f"{kp}.nd") if "nd" in t else None
         out.append(InterfaceConfig(name=name, mac=mac, mtu=mtu, addresses=addresses, accept_ra=accept_ra,
-                                   offload=offload, neighbors=neighbors, peer=peer, faults=faults))
+                                   offload=offload, neighbors=neighbors, peer=peer, faults=faults, nd=nd))
     return tuple(out)
 
 
@@ -434,6 +450,12 @@ def _faults(p: _Parser, v: object, kp: str) -> FaultConfig:
         key, _, text = problem.partition(": ")
         raise p.fail(f"{kp}.{key}", text)
     return cfg
+
+
+def _nd(p: _Parser, v: object, kp: str) -> NdConfig:
+    t = p.table(v, kp, tuple(_ND_RANGES))
+    kw = {key: p.integer(val, f"{kp}.{key}", *_ND_RANGES[key]) for key, val in t.items()}
+    return NdConfig(**kw)
 
 
 def _neighbor(p: _Parser, v: object, kp: str) -> NeighborConfig:

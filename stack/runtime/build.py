@@ -30,6 +30,10 @@ def _limits(cfg: StackConfig) -> Any:
     return Limits(**dict(cfg.limits))
 
 
+def _ns(ms: int | None) -> int | None:
+    return None if ms is None else ms * 1_000_000
+
+
 def interface_macs(cfg: StackConfig, rng: random.Random) -> dict[str, bytes]:
     """The stack's MAC per interface: the configured one or a random local unicast one."""
     return {i.name: i.mac or random_mac(rng.randbytes(6)) for i in cfg.interfaces}
@@ -49,6 +53,12 @@ def build_stack(cfg: StackConfig, now: int, rng: random.Random, *,
             raise ConfigError(file, f"loopback.addresses[{i}]", str(e)) from None
     for n, iface in enumerate(cfg.interfaces):
         ifx = st.add_interface(iface.name, macs[iface.name], iface.mtu, accept_ra=iface.accept_ra, now=now)
+        if iface.nd is not None:
+            nd = iface.nd
+            st.set_nd_params(ifx, base_reachable_time=_ns(nd.base_reachable_time_ms),
+                             retrans_timer=_ns(nd.retrans_timer_ms),
+                             delay_first_probe_time=_ns(nd.delay_first_probe_time_ms),
+                             gc_stale_time=_ns(nd.gc_stale_time_ms))
         for i, a in enumerate(iface.addresses):
             try:
                 st.add_address(ifx, a.packed, a.prefixlen, now)

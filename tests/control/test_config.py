@@ -226,3 +226,34 @@ def test_fault_errors(body: str, keypath: str, problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(IF + "[interface.faults]\n" + body + "\n", "f")
     assert e.value.keypath == keypath and problem in e.value.problem
+
+
+def test_nd_table_reaches_the_core_interface() -> None:
+    import random
+
+    from stack.runtime.build import build_stack
+
+    c = parse_config(IF + "[interface.nd]\nbase_reachable_time_ms = 2000\nretrans_timer_ms = 250\n"
+                     "delay_first_probe_time_ms = 1500\ngc_stale_time_ms = 9000\n", "f")
+    nd = c.interfaces[0].nd
+    assert nd is not None and (nd.base_reachable_time_ms, nd.retrans_timer_ms, nd.delay_first_probe_time_ms,
+                               nd.gc_stale_time_ms) == (2000, 250, 1500, 9000)
+    st = build_stack(c, 0, random.Random(1))
+    p = st.interfaces[st.ifindex("tap0")].nd
+    assert (p.base_reachable_time, p.retrans_timer, p.delay_first_probe_time, p.gc_stale_time) == (
+        2_000_000_000, 250_000_000, 1_500_000_000, 9_000_000_000)
+    assert 1_000_000_000 <= p.reachable_time <= 3_000_000_000
+    assert parse_config(IF, "f").interfaces[0].nd is None        # absent: the RFC 4861 defaults
+
+
+@pytest.mark.parametrize("body, keypath, problem", [
+    ("base_reachable_time_ms = 0", "interface[0].nd.base_reachable_time_ms", "out of range (100..3600000)"),
+    ("retrans_timer_ms = 3600001", "interface[0].nd.retrans_timer_ms", "out of range (10..3600000)"),
+    ('delay_first_probe_time_ms = "5s"', "interface[0].nd.delay_first_probe_time_ms", "expected an integer"),
+    ("gc_stale_time_ms = 1.5", "interface[0].nd.gc_stale_time_ms", "expected an integer"),
+    ("retrans_time_ms = 100", "interface[0].nd.retrans_time_ms", "unknown key"),
+])
+def test_nd_errors(body: str, keypath: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(IF + "[interface.nd]\n" + body + "\n", "f")
+    assert e.value.keypath == keypath and problem in e.value.problem
