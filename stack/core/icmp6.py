@@ -28,6 +28,8 @@ from stack.wire.frame_types import PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Frame
 if TYPE_CHECKING:
     from stack.core.stack import Stack
 
+_IN_TYPE = tuple(f"in_type_{t}" for t in range(256))     # counter names, not formatted per packet
+
 ERROR_TEXT = {
     (1, 0): "Destination unreachable: No route",
     (1, 1): "Destination unreachable: Administratively prohibited",
@@ -79,7 +81,7 @@ class Icmp6:
             st.stats.drop(Drop.BAD_CHECKSUM)
             return
         t = f.icmp_type
-        st.stats.count("icmp6", f"in_type_{t}")
+        st.stats.count("icmp6", _IN_TYPE[t])
         if t == w.ECHO_REQUEST:
             self._echo_request(rcvif, f, now)
         elif t == w.ECHO_REPLY:
@@ -105,7 +107,16 @@ class Icmp6:
         except RouteError:
             st.stats.drop(Drop.NO_ROUTE)
             return
-        msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
+        if f.icmp_code == 0 and route.src == f.dst and route.dst == f.src:
+            # The same pseudo-header (addresses swapped), the first word goes from 0x8000
+            # to 0x8100: update the request's (verified) checksum, RFC 1624 eqn. 3,
+            # instead of summing the whole message again.
+            o = f.l4_off
+            s = (~((f.buf[o + 2] << 8) | f.buf[o + 3]) & 0xFFFF) + 0x100
+            s = (s & 0xFFFF) + (s >> 16)
+            msg = bytes((w.ECHO_REPLY, 0)) + (~s & 0xFFFF).to_bytes(2, "big") + body
+        else:
+            msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
         st.stats.count("icmp6", "out_echo_replies")
         st.ip_send(route, PROTO_ICMPV6, msg, now, tclass=f.tclass)
 

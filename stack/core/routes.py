@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stack.wire.addr import fmt, fmt_prefix, mask_prefix
+from stack.wire.addr import PREFIX_MASKS, fmt, fmt_prefix, mask_prefix
 
 PROTO_LOCAL = "local"        # own address, via loopback
 PROTO_KERNEL = "kernel"      # connected prefix (ip route's "proto kernel")
@@ -142,10 +142,13 @@ class RouteTable:
 
     def lookup(self, dst: bytes, zone: int = 0, now: int | None = None) -> Route | None:
         """Longest-prefix match within dst's zone (zone 0 = global routes only)."""
-        fam = 6 if len(dst) == 16 else 4
+        n = len(dst)
+        fam = 6 if n == 16 else 4
         tables = self._tables[fam]
+        value = int.from_bytes(dst, "big")      # mask_prefix, without converting dst per plen
+        masks = PREFIX_MASKS[n]
         for plen in self._plens[fam]:
-            routes = tables[plen].get((mask_prefix(dst, plen), zone))
+            routes = tables[plen].get(((value & masks[plen]).to_bytes(n, "big"), zone))
             if routes:
                 for r in routes:
                     if now is None or r.expires_at is None or r.expires_at > now:

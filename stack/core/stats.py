@@ -120,10 +120,10 @@ class Stats:
         self.drops: Counter[str] = Counter()
 
     def count(self, proto: str, name: str, n: int = 1) -> None:
-        c = self.counters.get(proto)
-        if c is None:
-            c = self.counters[proto] = Counter()
-        c[name] += n
+        try:
+            self.counters[proto][name] += n     # per packet: the common case first
+        except KeyError:
+            self.counters[proto] = Counter({name: n})
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[str(reason)] += n

@@ -227,8 +227,21 @@ class Driver:
                     inj.offer(frame, now)
                     self._write_now(ifindex, inj.due(now))
             return
+        if self.pcap is not None:
+            for ifindex, frame in tx:
+                self._write_now(ifindex, [frame])
+            return
+        # The common case, per frame: no impairment, no capture, one write each.
+        links = self.links
         for ifindex, frame in tx:
-            self._write_now(ifindex, [frame])
+            link = links.get(ifindex)
+            if link is None:
+                self.tx_no_link += 1
+                continue
+            try:
+                link.write(frame)     # a full queue / down link is counted by the link
+            except LinkGone as e:
+                self._link_gone(ifindex, e)
 
     def _write_now(self, ifindex: int, frames: list[bytes]) -> None:
         if not frames:

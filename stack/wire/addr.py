@@ -109,11 +109,14 @@ def scope4(addr: bytes) -> int:
 
 def needs_zone(addr: bytes) -> bool:
     """True for IPv6 addresses whose meaning depends on the link (RFC 4007 §6)."""
+    # several calls per packet: the tests of is_multicast6 / multicast_scope /
+    # is_link_local6, inlined
     if len(addr) != 16:
         return False
-    if is_multicast6(addr):
-        return multicast_scope(addr) <= SCOPE_LINK
-    return is_link_local6(addr)
+    b0 = addr[0]
+    if b0 == 0xFF:
+        return (addr[1] & 0x0F) <= SCOPE_LINK
+    return b0 == 0xFE and (addr[1] & 0xC0) == 0x80
 
 
 def is_multicast4(addr: bytes) -> bool:
@@ -167,12 +170,22 @@ def common_prefix_len(a: bytes, b: bytes) -> int:
     return n
 
 
+def prefix_mask(nbytes: int, plen: int) -> int:
+    """The netmask of ``plen`` bits in an address of ``nbytes`` bytes, as an int."""
+    bits = nbytes * 8
+    return ((1 << plen) - 1) << (bits - plen) if plen else 0
+
+
+# netmasks as ints for IPv4 and IPv6, by prefix length (route lookups mask per length)
+PREFIX_MASKS: dict[int, list[int]] = {n: [prefix_mask(n, p) for p in range(n * 8 + 1)] for n in (4, 16)}
+
+
 def mask_prefix(addr: bytes, plen: int) -> bytes:
     """Zero every bit past plen."""
-    value = int.from_bytes(addr, "big")
-    bits = len(addr) * 8
-    mask = ((1 << plen) - 1) << (bits - plen) if plen else 0
-    return (value & mask).to_bytes(len(addr), "big")
+    n = len(addr)
+    masks = PREFIX_MASKS.get(n)
+    mask = masks[plen] if masks is not None and 0 <= plen <= n * 8 else prefix_mask(n, plen)
+    return (int.from_bytes(addr, "big") & mask).to_bytes(n, "big")
 
 
 def broadcast4(addr: bytes, plen: int) -> bytes:

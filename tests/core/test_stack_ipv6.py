@@ -38,6 +38,7 @@ from stack.core.nd import NudState
 from stack.core.stack import Stack
 from stack.core.stats import Drop
 from stack.wire.addr import fmt, ip6, solicited_node
+from stack.wire.icmpv6 import build_icmpv6
 
 FE80_1 = ip6("fe80::1")
 
@@ -97,6 +98,27 @@ def test_echo_request_to_global_and_link_local_is_answered() -> None:
         _, rep = only(frames(st))
         assert (rep.icmp_type, rep.src, rep.dst, rep.eth_dst) == (129, dst, src, MAC_B)
         assert rep.buf[rep.l4_off + 4:rep.ip_end] == b"\x00\x07\x00\x01" + b"x" * 8
+
+
+def test_echo_reply_checksum_updated_incrementally_equals_a_full_sum() -> None:
+    st, clock = one_stack()
+    st.add_neighbor(IF, GA_B, MAC_B, clock.now())
+    rng = random.Random(5)
+    for seq in range(300):
+        data = rng.randbytes(rng.randrange(0, 80))
+        req = bytes(eth6() / IPv6(src=fmt(GA_B), dst=fmt(GA_A)) /
+                    ICMPv6EchoRequest(id=rng.randrange(65536), seq=seq, data=data))
+        st.receive(IF, req, clock.now())
+        _, rep = only(frames(st))
+        msg = rep.buf[rep.l4_off:rep.ip_end]
+        assert rep.csum_ok and msg == build_icmpv6(GA_A, GA_B, 129, 0, req[14 + 40 + 4:]), seq
+    # to a multicast group the source is chosen, so the reply is summed in full
+    req = bytes(eth6(dst_mac=bytes.fromhex("333300000001")) / IPv6(src=fmt(GA_B), dst="ff02::1") /
+                ICMPv6EchoRequest(id=9, seq=1, data=b"m" * 9))
+    st.receive(IF, req, clock.now())
+    _, rep = only(frames(st))
+    assert rep.csum_ok and rep.src != ip6("ff02::1")
+    assert rep.buf[rep.l4_off:rep.ip_end] == build_icmpv6(rep.src, GA_B, 129, 0, req[14 + 40 + 4:])
 
 
 def test_echo_request_with_bad_checksum_is_dropped() -> None:
