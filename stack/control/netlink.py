@@ -45,6 +45,10 @@ class PeerSetupError(Exception):
     """Setting up the kernel side failed; the message is meant for users."""
 
 
+class _NamespaceGone(Exception):
+    """The namespace an undo step would run in no longer exists."""
+
+
 def _strerror(e: BaseException) -> str:
     code = getattr(e, "code", None) or getattr(e, "errno", None)
     if isinstance(code, int) and code > 0:
@@ -200,6 +204,14 @@ class PeerSetup:
             ipr = self._sockets[ns] = open_rtnl(ns)
         return ipr
 
+    def _rtnl(self, ns: str | None, method: str, *args: Any, **kw: Any) -> None:
+        """One rtnetlink call in ``ns`` on a socket opened when needed (undo entries use
+        this: no socket stays open between setup and cleanup, so none pins a namespace
+        that ``ip netns del`` removes meanwhile)."""
+        if ns is not None and not namespace_exists(ns):
+            raise _NamespaceGone(ns)
+        getattr(self._ipr(ns), method)(*args, **kw)
+
     def _close_sockets(self) -> None:
         for ipr in self._sockets.values():
             with contextlib.suppress(Exception):
@@ -252,12 +264,12 @@ class PeerSetup:
                 if a.version == 6 and peer.nodad:
                     kw["flags"] = IFA_F_NODAD
                 self._do(f"{ifname}: peer address {a}", partial(ipr.addr, "add", **kw))
-                self._undo.append((f"{ifname}: address {a}", partial(ipr.addr, "del", **kw)))
+                self._undo.append((f"{ifname}: address {a}", partial(self._rtnl, ns, "addr", "del", **kw)))
             for r in peer.routes:
                 oif = index if r.dev is None else self._index(ns, r.dev)
                 args = _route_args(r, oif)
                 self._do(f"{ifname}: peer route {r.text!r}", partial(ipr.route, "add", **args))
-                self._undo.append((f"{ifname}: route {r.text}", partial(ipr.route, "del", **args)))
+                self._undo.append((f"{ifname}: route {r.text}", partial(self._rtnl, ns, "route", "del", **args)))
             if not (peer.nodad or sysctl.get("accept_dad", 1) == 0):
                 self._settle.append((ns, ifname))
             log.info("%s: kernel side up%s", ifname, f" in namespace {ns}" if ns else "")
@@ -265,6 +277,9 @@ class PeerSetup:
             raise
         except NetlinkError as e:
             raise PeerSetupError(f"{ifname}: kernel side: {_strerror(e)}") from None
+        finally:
+            # A netlink socket holds its namespace alive: keep none open while running.
+            self._close_sockets()
 
     def _do(self, what: str, fn: Callable[[], object]) -> None:
         try:
@@ -334,6 +349,8 @@ class PeerSetup:
             what, fn = self._undo.pop()
             try:
                 fn()
+            except _NamespaceGone:
+                continue                # removed under us (ip netns del), with all it held
             except NetlinkError as e:
                 if e.code in (errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENOENT):
                     continue            # went with the TAP already
@@ -351,6 +368,9 @@ class PeerSetup:
         problems: list[str] = []
         while self.created_namespaces:
             name = self.created_namespaces.pop()
+            if not namespace_exists(name):
+                log.info("network namespace %s was already removed", name)
+                continue
             try:
                 netns.remove(name)
                 log.info("removed network namespace %s", name)

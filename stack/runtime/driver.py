@@ -153,10 +153,21 @@ class Driver:
         if not link.closed:
             self.loop.remove_reader(link.fileno())
             link.close()
-        log.warning("%s: TAP device went away (%s); interface is down", link.name, e)
-        set_link = getattr(self.stack, "set_link", None)
-        if set_link is not None:
-            set_link(ifindex, False, self.clock.now())
+        # One line; the interface, its addresses, routes and neighbors leave core (the
+        # fd is closed, so the reader cannot fire again). Link counters stay in stats.
+        log.warning("%s: TAP device went away (%s); interface removed", link.name, e)
+        self.faults_rx.pop(ifindex, None)
+        self.faults_tx.pop(ifindex, None)
+        remove = getattr(self.stack, "remove_interface", None)
+        try:
+            if remove is not None:
+                remove(ifindex, self.clock.now())
+            else:
+                set_link = getattr(self.stack, "set_link", None)
+                if set_link is not None:
+                    set_link(ifindex, False, self.clock.now())
+        except Exception:
+            self._core_error("remove_interface")
         self.service()
 
     def _tick(self) -> None:
