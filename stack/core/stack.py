@@ -375,6 +375,22 @@ class Stack:
         if self._depth == 0:
             self._run_loopback(now)
 
+    def begin_batch(self) -> None:
+        """Several frames read at once follow (``receive`` each, then ``end_batch``):
+        TCP sends for in-order segments of established connections once, at the end."""
+        if self.tcp is not None:
+            self.tcp.begin_batch()
+
+    def end_batch(self, now: int) -> None:
+        self._depth += 1
+        try:
+            if self.tcp is not None:
+                self.tcp.end_batch(now)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self._run_loopback(now)
+
     def _receive(self, ifindex: int, frame: bytes, now: int) -> None:
         iface = self.interfaces.get(ifindex)
         if iface is None or iface.loopback:

@@ -70,6 +70,8 @@ class Driver:
         self.faults_rx: dict[int, FaultInjector] = {}
         self.faults_tx: dict[int, FaultInjector] = {}
         self.listener_errors = 0
+        # core's begin_batch/end_batch around the frames of one read (TCP: one ACK per run)
+        self._batching = hasattr(stack, "begin_batch") and hasattr(stack, "end_batch")
         if pcap is not None and hasattr(stack, "loop_tap"):
             stack.loop_tap = lambda frame: pcap.write("lo", frame)
 
@@ -140,11 +142,19 @@ class Driver:
                     inj.offer(frame, now)
                 frames = inj.due(now)
             receive = self.stack.receive
+            batched = len(frames) > 1 and self._batching
+            if batched:
+                self.stack.begin_batch()
             for frame in frames:
                 try:
                     receive(ifindex, frame, now)
                 except Exception:
                     self._core_error("receive")
+            if batched:
+                try:
+                    self.stack.end_batch(now)
+                except Exception:
+                    self._core_error("end_batch")
         self.service()
 
     def _link_gone(self, ifindex: int, e: LinkGone) -> None:

@@ -150,6 +150,9 @@ class TcpLayer:
         self._time_wait: dict[TcpConnection, None] = {}
         self._now = 0
         self._tso_max = getattr(ip, "tso_max", None)   # optional in IpService: TSO routes
+        # Between begin_batch() and end_batch(): ESTABLISHED connections whose segments
+        # were taken in order are sent for once, at the end (one ACK per run, as GRO).
+        self._deferred: dict[TcpConnection, None] | None = None
 
     # --- receive ----------------------------------------------------------
 
@@ -196,7 +199,23 @@ class TcpLayer:
             conn.progress = False
             if conn.route is not None:
                 self.ip.confirm_reachable(conn.route, now)
+        deferred = self._deferred
+        if deferred is not None and conn.state is TcpState.ESTABLISHED and not conn.ooo.starts:
+            deferred[conn] = None           # out of order data still ACKs at once (RFC 5681 §4.2)
+            return
         self._flush(conn, now)
+
+    def begin_batch(self) -> None:
+        """Frames read together from a link follow: defer in-order ESTABLISHED output."""
+        if self._deferred is None:
+            self._deferred = {}
+
+    def end_batch(self, now: int) -> None:
+        """Send for every connection deferred since ``begin_batch``, in arrival order."""
+        deferred, self._deferred = self._deferred, None
+        if deferred:
+            for conn in deferred:
+                self._flush(conn, now)
 
     def _find_listener(self, dst: bytes, port: int, zone: int) -> TcpListener | None:
         listeners = self.listeners
@@ -449,6 +468,8 @@ class TcpLayer:
 
     def _flush(self, conn: TcpConnection, now: int) -> None:
         self._dirty.pop(conn, None)
+        if self._deferred:
+            self._deferred.pop(conn, None)
         route = conn.route
         if self._tso_max is not None and route is not None:
             # payload room in one TSO packet: the IP maximum less IP and TCP headers (options included)
@@ -472,6 +493,8 @@ class TcpLayer:
         if self.connections.get(key) is conn:
             del self.connections[key]
         self._dirty.pop(conn, None)
+        if self._deferred:
+            self._deferred.pop(conn, None)
         self._time_wait.pop(conn, None)
         if isinstance(conn.listener, TcpListener):
             conn.listener.syn_queue.pop(key, None)

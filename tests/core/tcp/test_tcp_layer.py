@@ -304,3 +304,31 @@ def test_time_wait_entries_are_bounded() -> None:
         ip.take()
     states = sorted(c.state.value for c in la.connections.values())
     assert states == ["TIME-WAIT"] and ip.stats["tcp_time_wait_overflow"] == 1
+
+
+def test_a_receive_batch_acks_a_run_of_in_order_segments_once_at_its_end() -> None:
+    la, ip = layer()
+    la.listen(None, 7)
+    synack = handshake(la, ip)
+    ack = synack.seq + 1
+    ip.take()
+    # alone, every second full segment is ACKed at once (RFC 5681 §4.2) ...
+    inject(la, seg("A", seq=5001, ack=ack, payload=b"a" * 1000))
+    inject(la, seg("A", seq=6001, ack=ack, payload=b"b" * 1000))
+    [one] = ip.take()
+    assert one.ack == 7001
+    # ... in a batch, nothing until end_batch, then one ACK for the whole run
+    la.begin_batch()
+    for i in range(6):
+        inject(la, seg("A", seq=7001 + 1000 * i, ack=ack, payload=b"c" * 1000))
+    assert ip.take() == []
+    la.end_batch(0)
+    [run] = ip.take()
+    assert run.ack == 13001
+    # out of order data is ACKed at once even in a batch (the sender counts duplicates)
+    la.begin_batch()
+    inject(la, seg("A", seq=15001, ack=ack, payload=b"d" * 1000))
+    [dup] = ip.take()
+    assert dup.ack == 13001
+    la.end_batch(0)
+    assert ip.take() == []
