@@ -22,6 +22,7 @@ from scapy.layers.inet6 import (  # type: ignore[import-untyped]
 
 from stack.core.clock import ManualClock, s
 from stack.core.events import Readable
+from stack.core.reasm import DATAGRAM_OVERHEAD, FRAGMENT_OVERHEAD
 from stack.core.stack import Limits, Stack
 from stack.core.stats import Drop
 from stack.wire.addr import fmt
@@ -191,10 +192,51 @@ def test_reassembly_memory_is_bounded_oldest_dropped_first() -> None:
     st.add_address(IF, GA_A, 64, clock.now())
     st.add_neighbor(IF, GA_B, MAC_B, clock.now())
     for ident in range(20):
-        st.receive(IF, frags6(UDP(sport=1, dport=9) / PAYLOAD, CUTS, ident=ident)[1], clock.now())
+        frame = frags6(UDP(sport=1, dport=9) / PAYLOAD, CUTS, ident=ident)[1]
+        st.receive(IF, frame, clock.now())
         assert st.ip6.reasm.held <= 5000
-    assert st.stats[Drop.FRAG_LIMIT] == 16
-    assert [k[2] for k in st.ip6.reasm.pending] == [16, 17, 18, 19]
+    # each datagram: its one fragment's packet plus the per-fragment and per-datagram charge
+    fit = 5000 // (len(frame) - 14 + FRAGMENT_OVERHEAD + DATAGRAM_OVERHEAD)
+    assert fit >= 2
+    assert st.stats[Drop.FRAG_LIMIT] == 20 - fit
+    assert [k[2] for k in st.ip6.reasm.pending] == list(range(20 - fit, 20))
+
+
+def test_tiny_fragment_flood_is_bounded_by_memory_not_only_payload_bytes() -> None:
+    """Each never-completed first fragment carries 8 bytes of UDP: charged by packet size
+    alone, 4 MiB held ~75000 datagrams (~100 MB of Python objects). With the per-fragment
+    and per-datagram charge the count stays near limit / (packet + overheads), the oldest
+    go first, and the oldest deadline is what poll_at reports."""
+    limit = 64 * 1024
+    clock = ManualClock()
+    st = Stack(rng=random.Random(1), now=clock.now(), limits=Limits(reasm_max_bytes=limit))
+    st.add_interface("tap0", MAC_A, now=clock.now(), dad_transmits=0)
+    st.add_address(IF, GA_A, 64, clock.now())
+    st.add_neighbor(IF, GA_B, MAC_B, clock.now())
+    n = 2000
+    first_at = clock.now()
+    for ident in range(n):
+        frame = bytes(eth() / IPv6(src=fmt(GA_B), dst=fmt(GA_A), nh=44)
+                      / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=ident) / bytes((0, 1, 0, 9, 0, 16, 0, 0)))
+        st.receive(IF, frame, clock.now())
+        assert st.ip6.reasm.held <= limit
+        clock.advance(s(0.001))
+    per_datagram = 56 + FRAGMENT_OVERHEAD + DATAGRAM_OVERHEAD
+    pending = st.ip6.reasm.pending
+    assert len(pending) == limit // per_datagram                      # 60, not 1170 (= limit // 56)
+    assert st.stats[Drop.FRAG_LIMIT] == n - len(pending)
+    assert [k[2] for k in pending] == list(range(n - len(pending), n))   # the newest survive
+    oldest = first_at + s(0.001) * (n - len(pending))
+    assert st.ip6.reasm.poll_at() == oldest + st.limits.reasm_timeout
+    # the timeout takes them oldest first, one poll at a time
+    kept = len(pending)
+    clock.advance(st.limits.reasm_timeout - s(0.001) * kept + s(0.001) * 9)   # the 10 oldest are due
+    st.poll(clock.now())
+    assert len(pending) == kept - 10 and st.stats[Drop.FRAG_TIMEOUT] == 10
+    assert st.ip6.reasm.poll_at() == oldest + s(0.001) * 10 + st.limits.reasm_timeout
+    clock.advance(s(61))
+    st.poll(clock.now())
+    assert not pending and st.ip6.reasm.held == 0 and st.ip6.reasm.poll_at() is None
 
 
 # -- IPv6 source fragmentation --------------------------------------------------------------------
