@@ -165,11 +165,18 @@ def test_restart_after_sigkill(tapstack_factory: Factory) -> None:
     first.stop(signal.SIGKILL)
     assert not link_exists(first["tap0"], first["ns0"])        # the TAP died with its fd
     assert netns_exists(first["ns0"]) and first.socket.exists()  # these cannot clean themselves up
+    # the CLI sees a dead daemon at once (no hang on the stale socket) and says so
+    r = first.tapstack("addr", check=False, timeout=10)
+    assert r.returncode == 2 and "is stale" in r.stderr, r.stderr
+    run = Path("/run/tapstack")
+    assert (run / f"{first.name}.lock").exists() and (run / f"{first.name}.netns").exists()
     second = tapstack_factory(ONE_TAP, names=dict(first.names))
     out = second.run_in_ns(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::2"]).stdout
     assert "1 received" in out
     assert second.stop() == 0
     assert second.leftovers() == []                             # the adopted namespace is gone too
+    # the stale socket was replaced and then removed; lock and namespace state file too
+    assert sorted(p.name for p in run.glob(f"{first.name}.*")) == []
 
 
 def test_host_runtime_as_async_context_manager(tmp_path: Path) -> None:
