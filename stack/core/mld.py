@@ -257,8 +257,15 @@ class MldListener:
     # -- timers -------------------------------------------------------------------------
 
     def poll_at(self) -> int | None:
-        times = [t for state in self.ifs.values() for t in state.deadlines()]
-        return min(times) if times else None
+        best: int | None = None
+        for state in self.ifs.values():     # state.deadlines() without the lists: runs per batch
+            for t in (state.change_at, state.general_at, state.v1_until):
+                if t is not None and (best is None or t < best):
+                    best = t
+            for p in state.queried.values():
+                if best is None or p.at < best:
+                    best = p.at
+        return best
 
     def poll(self, now: int) -> None:
         for ifx, state in list(self.ifs.items()):

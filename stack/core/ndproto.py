@@ -287,9 +287,11 @@ class NdProto:
     # -- timers -------------------------------------------------------------------------
 
     def poll_at(self) -> int | None:
-        times = [a.dad_at for _, a in self.dad if a.dad_at is not None]
-        times.extend(t for t in (self.rdisc.poll_at(), self.mld.poll_at()) if t is not None)
-        return min(times) if times else None
+        best = self.rdisc.poll_at()         # asked after every batch of frames: no lists
+        for t in (self.mld.poll_at(), *[a.dad_at for _, a in self.dad]):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def poll(self, now: int) -> None:
         for iface, a in list(self.dad):

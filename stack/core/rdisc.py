@@ -447,17 +447,23 @@ class RouterDiscovery:
     # -- timers ------------------------------------------------------------------------------
 
     def poll_at(self) -> int | None:
-        times = [sol.at for sol in self.solicit.values()]
-        times.extend(r.expires_at for r in self.routers.values())
-        times.extend(p.expires_at for p in self.prefixes.values() if p.expires_at is not None)
+        times = [sol.at for sol in self.solicit.values()] if self.solicit else []
+        if self.routers:
+            times.extend(r.expires_at for r in self.routers.values())
+        if self.prefixes:
+            times.extend(p.expires_at for p in self.prefixes.values() if p.expires_at is not None)
         if self.redirects:
             # Same lifetime for all, refreshed ones re-inserted: the first expires first.
             times.append(next(iter(self.redirects.values())))
+        live = (AddrState.PREFERRED, AddrState.OPTIMISTIC)
         for iface in self.st.interfaces.values():
             for a in iface.addrs6:
-                t = self._address_deadline(a)
-                if t is not None:
-                    times.append(t)
+                # _address_deadline, inlined: this runs after every batch of frames
+                vu, pu = a.valid_until, a.preferred_until
+                if vu is not None:
+                    times.append(vu)
+                if pu is not None and a.state in live:
+                    times.append(pu)
         return min(times) if times else None
 
     def poll(self, now: int) -> None:

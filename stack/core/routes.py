@@ -78,6 +78,7 @@ class RouteTable:
         self._tables: dict[int, dict[int, dict[tuple[bytes, int], list[Route]]]] = {4: {}, 6: {}}
         self._plens: dict[int, list[int]] = {4: [], 6: []}
         self.gen = 1
+        self._expiry: tuple[int, int | None] = (0, None)   # (gen, next_expiry()) of that gen
 
     def bump(self) -> int:
         """Something that routing depends on changed (an address, a link)."""
@@ -159,8 +160,15 @@ class RouteTable:
         return self.remove_where(lambda r: r.expires_at is not None and r.expires_at <= now)
 
     def next_expiry(self) -> int | None:
+        # Asked after every batch of frames (poll_at): a scan of the table only when it
+        # changed. Routes are frozen and every change bumps gen.
+        gen, at = self._expiry
+        if gen == self.gen:
+            return at
         times = [r.expires_at for r in self if r.expires_at is not None]
-        return min(times) if times else None
+        at = min(times) if times else None
+        self._expiry = (self.gen, at)
+        return at
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for fam in (6, 4):
