@@ -248,10 +248,10 @@ class Daemon:
             await server.start()
             services = self._services = self._start_services(ctx)
             if await self.rt.wait_ready(self._stop):
+                loop.add_signal_handler(signal.SIGHUP, self.reload)   # before anyone is told "ready"
                 print(f"tapstack: ready name={self.cfg.name} control={self.sock_path}", flush=True)
                 log.info("ready")
                 sd_notify("READY=1", f"STATUS=ready name={self.cfg.name}", f"MAINPID={os.getpid()}")
-                loop.add_signal_handler(signal.SIGHUP, self.reload)
                 await self._stop.wait()
             log.info("stopping")
             sd_notify("STOPPING=1")
