@@ -34,6 +34,7 @@ from stack.link.pcap import PcapSet
 from stack.link.tap import TapLink
 from stack.runtime.build import build_stack, interface_macs
 from stack.runtime.driver import Driver, MonotonicClock
+from stack.wire.gso import GSO_MAX_PACKET
 
 log = logging.getLogger("tapstack")
 
@@ -63,10 +64,11 @@ class HostRuntime:
     def open(self) -> None:
         self._adopt_stale_namespaces()
         for iface in self.cfg.interfaces:
-            self.taps[iface.name] = TapLink(iface.name)
-            log.info("%s: TAP created", iface.name)
-            if iface.offload:
-                log.warning("%s: offload = true is not supported yet; using plain frames", iface.name)
+            tap = self.taps[iface.name] = TapLink(iface.name, offload=iface.offload)
+            # core may hand this link 64 KB TCP segments (TSO) and GSO/NEEDS_CSUM packets
+            self.stack.set_offload(self.stack.ifindex(iface.name), GSO_MAX_PACKET if tap.offload else 0)
+            log.info("%s: TAP created%s", iface.name,
+                     " (offloads: vnet_hdr, csum, tso4, tso6)" if tap.offload else "")
         try:
             for iface in self.cfg.interfaces:
                 if iface.peer is not None:

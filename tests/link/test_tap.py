@@ -75,3 +75,54 @@ def test_deleted_device_reports_link_gone() -> None:
             tap.write(b"\x00" * 60)
     finally:
         tap.close()
+
+
+def _kernel_offloads(name: str) -> tuple[int, int]:
+    """(TSO, TX checksum) as the kernel reports them for ``name`` (ETHTOOL_GTSO /
+    ETHTOOL_GTXCSUM through SIOCETHTOOL; ethtool itself is not installed)."""
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+    out = []
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        for cmd in (0x1E, 0x16):
+            val = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+            fcntl.ioctl(s, 0x8946, struct.pack("16sP16x", name.encode(), ctypes.addressof(val)))
+            out.append(struct.unpack("II", val.raw[:8])[1])
+    return out[0], out[1]
+
+
+@needs_tun
+def test_offload_tap_has_tso_and_csum_and_plain_one_has_neither() -> None:
+    with TapLink(_name("o"), offload=True) as on, TapLink(_name("p")) as plain:
+        assert on.offload and not plain.offload
+        assert _kernel_offloads(on.name) == (1, 1)
+        assert _kernel_offloads(plain.name) == (0, 0)
+        assert on.counters()["offload"] == 1 and plain.counters()["offload"] == 0
+        assert on.read_batch(4) == []
+        frame = bytes.fromhex("ffffffffffff020000000001" "88b5") + b"x" * 50
+        assert on.write(frame) in (True, False)          # a zero virtio-net header goes first
+
+
+@needs_tun
+def test_offload_falls_back_to_plain_frames_when_the_kernel_refuses(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """TUNSETOFFLOAD refused (as on kernels without it): one log line, a plain TAP."""
+    import errno as _errno
+    import fcntl
+
+    from stack.link import tap as tapmod
+    real = fcntl.ioctl
+
+    def ioctl(fd: int, req: int, arg: object = 0) -> object:
+        if req == tapmod.TUNSETOFFLOAD:
+            raise OSError(_errno.EINVAL, "Invalid argument")
+        return real(fd, req, arg)          # type: ignore[call-overload]
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    with TapLink(_name("f"), offload=True) as link:
+        assert not link.offload
+        assert _kernel_offloads(link.name) == (0, 0)
+    assert [r.message for r in caplog.records if "offloads unavailable" in r.message] == \
+        [f"{_name('f')}: TAP offloads unavailable (Invalid argument); using plain frames"]
