@@ -75,6 +75,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 0: "hopopt", 44: "fr
 LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4)}
 LOOP_BUDGET = 10_000          # looped packets handled per core call (no livelock)
 PMTU_EXPIRY = s(600)          # RFC 8201 §4: at least 5 minutes
+_NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # The largest packet an IP header can describe, whatever the link MTU (lo has 65536):
 # IPv4 Total Length counts the header (RFC 791); IPv6 Payload Length does not (RFC 8200
 # §3; jumbograms, RFC 2675, are not supported). Path MTU and the TCP MSS stop here.
@@ -109,6 +110,10 @@ class Stack:
         self.stats = Stats()
         self.routes = RouteTable()
         self.interfaces: dict[int, Interface] = {}
+        # address -> [(interface, Addr6)] in interface order, rebuilt after any change to
+        # the interfaces or their IPv6 addresses (_addrs6_changed): owner6/is_local_address
+        # run for every packet
+        self._addr6_index: dict[bytes, list[tuple[Interface, Addr6]]] | None = None
         self._by_name: dict[str, int] = {}
         self.tx: list[tuple[int, bytes]] = []
         self.events: list[object] = []
@@ -144,6 +149,7 @@ class Stack:
     def _add_loopback(self, now: int) -> None:
         lo = loopback_interface()
         self.interfaces[LOOPBACK_IFINDEX] = lo
+        self._addr6_index = None
         self._by_name["lo"] = LOOPBACK_IFINDEX
         for a6 in lo.addrs6:
             self._add_local_route(a6.addr, LOOPBACK_IFINDEX)
@@ -172,6 +178,7 @@ class Stack:
             self.rng, iface.nd.base_reachable_time)
         iface.nd.link_mtu = mtu
         self.interfaces[ifx] = iface
+        self._addr6_index = None
         self._by_name[name] = ifx
         self.nd.set_params(ifx, iface.nd.reachable_time, iface.nd.retrans_timer)
         self.arp.set_params(ifx, iface.nd.reachable_time, iface.nd.retrans_timer)
@@ -203,6 +210,7 @@ class Stack:
         a = Addr6(addr, plen, AddrState.PREFERRED if skip_dad else AddrState.TENTATIVE, origin,
                   preferred_until=preferred_until, valid_until=valid_until)
         iface.addrs6.append(a)
+        self._addr6_index = None
         zone = ifindex if is_link_local6(addr) else 0
         self._add_local_route(addr, ifindex, zone)
         if plen < 128 and not is_link_local6(addr) and not iface.loopback:
@@ -232,6 +240,7 @@ class Stack:
         if a6 is None:
             return False
         iface.addrs6.remove(a6)
+        self._addr6_index = None
         zone = ifindex if is_link_local6(addr) else 0
         self.routes.remove(addr, 128, zone, proto=PROTO_LOCAL)
         if a6.plen < 128 and not is_link_local6(addr) and not any(
@@ -330,6 +339,7 @@ class Stack:
 
     def remove_interface(self, ifindex: int, now: int = 0) -> None:
         iface = self.interfaces.pop(ifindex, None)
+        self._addr6_index = None
         if iface is None or iface.loopback:
             return
         self._by_name.pop(iface.name, None)
@@ -534,11 +544,18 @@ class Stack:
             iface = self.interfaces.get(zone)
             a = iface.find6(addr) if iface is not None else None
             return a is not None and a.usable
-        for iface in self.interfaces.values():
-            a = iface.find6(addr)
-            if a is not None and a.usable:
-                return True
-        return False
+        return any(a.usable for _iface, a in self._owners6(addr))
+
+    def _owners6(self, addr: bytes) -> list[tuple[Interface, Addr6]]:
+        """Every (interface, Addr6) holding addr, in interface order."""
+        index = self._addr6_index
+        if index is None:
+            index = {}
+            for iface in self.interfaces.values():
+                for a in iface.addrs6:
+                    index.setdefault(a.addr, []).append((iface, a))
+            self._addr6_index = index
+        return index.get(addr, _NO_OWNERS)
 
     def owner6(self, addr: bytes, zone: int) -> tuple[Interface, Addr6] | None:
         """Which interface holds addr (any state). Link-local: only in its zone."""
@@ -548,11 +565,8 @@ class Stack:
                 return None
             a = iface.find6(addr)
             return (iface, a) if a is not None else None
-        for iface in self.interfaces.values():
-            a = iface.find6(addr)
-            if a is not None:
-                return iface, a
-        return None
+        owners = self._owners6(addr)
+        return owners[0] if owners else None
 
     def route_output(self, dst: bytes, zone: int = 0, src: bytes | None = None,
                      now: int = 0) -> OutRoute:
