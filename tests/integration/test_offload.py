@@ -102,7 +102,7 @@ def test_fifty_mib_echo(tapstack_factory: Factory, offload: bool) -> None:
         assert link["link_offload"] == 0 and link["link_rx_offload"] == 0 and link["link_tx_gso"] == 0, link
     assert link.get("link_rx_errors", 0) == 0 and link.get("link_tx_errors", 0) == 0, link
     stats = json.loads(sp.tapstack("stats", "-j").stdout)
-    drops = stats.get("drops", {})
+    drops = stats["drops"]
     assert not drops.get("bad_checksum") and not drops.get("offload_bad_gso"), drops
 
 
@@ -144,3 +144,93 @@ def test_bulk_throughput_both_ways(tapstack_factory: Factory, offload: bool) -> 
         assert int(total) >= n, r.stdout + r.stderr
         print(f"offload={offload} {mode}: {int(total) >> 20} MiB at {gbits} Gbit/s")
 
+
+
+# -- router mode: ns0 - tap0 (offloads) - stack - tap1 (offloads or not) - ns1 -----------------
+
+ROUTER = """
+name = "{name}"
+forwarding = true
+
+[[interface]]
+name = "{tap0}"
+mac = "02:00:00:00:00:02"
+addresses = ["2001:db8:1::2/64", "192.0.2.2/24"]
+offload = true
+
+[interface.peer]
+netns = "{ns0}"
+addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]
+routes = ["2001:db8:2::/64 via 2001:db8:1::2", "203.0.113.0/24 via 192.0.2.2"]
+nodad = true
+sysctl = {{ accept_ra = 0, router_solicitations = 0 }}
+
+[[interface]]
+name = "{tap1}"
+mac = "02:00:00:00:01:01"
+addresses = ["2001:db8:2::2/64", "203.0.113.1/24"]
+offload = OFFLOAD1
+
+[interface.peer]
+netns = "{ns1}"
+addresses = ["2001:db8:2::1/64", "203.0.113.2/24"]
+routes = ["2001:db8:1::/64 via 2001:db8:2::2", "192.0.2.0/24 via 203.0.113.1"]
+nodad = true
+sysctl = {{ accept_ra = 0, router_solicitations = 0 }}
+"""
+
+# An echo server for one connection per family; prints its port once listening.
+ECHO_SERVER = r"""
+import socket, sys, threading
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 7007))
+    s.listen(1)
+    return s
+def run(s):
+    c, _ = s.accept()
+    while data := c.recv(1 << 20):
+        c.sendall(data)
+    c.close()
+ls = [serve(socket.AF_INET6, "2001:db8:2::1"), serve(socket.AF_INET, "203.0.113.2")]
+ts = [threading.Thread(target=run, args=(s,)) for s in ls]
+for t in ts:
+    t.start()
+print("listening", flush=True)
+for t in ts:
+    t.join()
+"""
+
+
+@pytest.mark.parametrize("offload1", [True, False], ids=["gso-kept", "gso-split"])
+def test_router_forwards_gso_whole_or_split(tapstack_factory: Factory, offload1: bool) -> None:
+    import subprocess
+    sp = tapstack_factory(ROUTER.replace("OFFLOAD1", "true" if offload1 else "false"))
+    server = subprocess.Popen(["ip", "netns", "exec", sp["ns1"], sys.executable, "-c", ECHO_SERVER],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening", server.stderr.read() if server.stderr else ""
+        for host in ("2001:db8:2::1", "203.0.113.2"):
+            r = sp.run_in_ns([sys.executable, "-c", BULK.replace("sys.argv[1], 7", "sys.argv[1], 7007"),
+                              host, str(16 << 20)], timeout=120)
+            total, same, seconds = r.stdout.split()
+            assert int(total) == 16 << 20 and same == "True", r.stdout + r.stderr
+            print(f"router tap1 offload={offload1} {host}: 16 MiB echoed in {seconds}s")
+        assert server.wait(timeout=10) == 0, "echo server did not finish"
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    st = json.loads(sp.tapstack("stats", "-j").stdout)
+    t0, t1 = st["interfaces"][sp["tap0"]], st["interfaces"][sp["tap1"]]
+    assert t0["link_rx_offload"] > 0                          # GSO / NEEDS_CSUM frames from ns0
+    if offload1:
+        assert t1["link_tx_gso"] > 0 and t0["link_tx_gso"] > 0     # forwarded whole, both ways
+        assert st.get("ip", {}).get("gso_split", 0) == 0, st.get("ip")
+    else:
+        assert t1["link_offload"] == 0 and t1["link_tx_gso"] == 0
+        assert st["ip"]["gso_split"] > 0, st.get("ip")         # split in software toward tap1
+    drops = st["drops"]
+    assert not drops.get("bad_checksum") and not any(k.startswith("offload_") for k in drops), drops
