@@ -207,8 +207,9 @@ def rss_mb(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, quick: bool, log_dir: Path) -> None:
+    def __init__(self, quick: bool, log_dir: Path, stack_src: Path | None = None) -> None:
         self.quick = quick
+        self.stack_src = stack_src
         self.log_dir = log_dir
         self.owned = Owned()
         pid = os.getpid() % 100000
@@ -235,9 +236,12 @@ class Bench:
         path = self.log_dir / f"{names['name']}.toml"
         path.write_text(config.format(**names))
         err = open(self.log_dir / f"{names['name']}.stderr", "wb")  # noqa: SIM115 - the child owns it
+        argv, cwd, env = [str(TAPSTACK)], REPO, None
+        if self.stack_src is not None:       # another build of the stack, e.g. a checkout from before a change
+            argv, cwd, env = [PY, "-m", "stack"], self.stack_src, dict(os.environ, PYTHONPATH=str(self.stack_src))
         t0 = time.perf_counter()
-        p = subprocess.Popen([str(TAPSTACK), "run", "-c", str(path), "--log-level", "warning"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+        p = subprocess.Popen([*argv, "run", "-c", str(path), "--log-level", "warning"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=cwd, env=env)
         err.close()
         self.owned.procs.append(p)
         line = read_line(p, READY_TIMEOUT, "tapstack run")
@@ -488,7 +492,8 @@ def table(results: dict[str, Any]) -> str:
 
 def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}     # other load skews every figure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 short run each (smoke test)")
     ap.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("-j", "--json", action="store_true", help="JSON on stdout instead of the table")
+    ap.add_argument("--stack-src", type=Path, metavar="DIR",
+                    help="run the daemon from this source tree (PYTHONPATH=DIR python -m stack), e.g. a "
+                         "`git worktree` of an older commit with its native module built")
     ns = ap.parse_args(argv)
     only = [x.strip() for x in ns.only.split(",") if x.strip()]
     bad = [x for x in only if x not in BENCHES]
@@ -518,18 +526,21 @@ def main(argv: list[str] | None = None) -> int:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = 0
     with tempfile.TemporaryDirectory(prefix="tapstack-bench-") as tmp:
-        b = Bench(ns.quick, Path(tmp))
+        b = Bench(ns.quick, Path(tmp), ns.stack_src.resolve() if ns.stack_src else None)
         try:
             t0 = time.monotonic()
+            load_before = [round(x, 2) for x in os.getloadavg()]
             results = run_all(b, only, runs)
             doc = {"command": " ".join(["scripts/bench.py", *argv]), "machine": machine(), "runs": runs,
+                   "stack_src": str(b.stack_src or REPO),
                    "quick": ns.quick, "seconds": round(time.monotonic() - t0, 1), "results": results}
             if ns.json:
                 print(json.dumps(doc, indent=2))
             else:
                 m = doc["machine"]
                 print(f"tapstack bench, {m['date']}, nproc {m['nproc']}, kernel {m['kernel']}, "
-                      f"Python {m['python']}, {runs} run(s) each, {doc['seconds']} s")
+                      f"Python {m['python']}, {runs} run(s) each, {doc['seconds']} s, load average "
+                      f"{load_before[0]} before / {m['loadavg'][0]} after, daemon from {doc['stack_src']}")
                 print(table(results))
         except Stop as e:
             progress(f"{e}: cleaning up")
