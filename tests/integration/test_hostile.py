@@ -379,8 +379,8 @@ def test_syn_flood_leaves_room_for_a_real_client(served: StackProcess, injector:
         elapsed = time.monotonic() - start
         rows = json.loads(served.tapstack("-j", "sockets").stdout)
         listener = next(r for r in rows if r["state"] == "LISTEN" and r["local"].endswith(":7"))
-        half_open = [r for r in rows if r["state"] in ("SYN-RECEIVED", "SYN_RECV", "SYN_RECEIVED")]
-        assert len(half_open) <= listener["send_q"], (len(half_open), listener)
+        half_open = [r for r in rows if r["state"] == "SYN-RECEIVED"]
+        assert 0 < len(half_open) <= listener["send_q"], (len(half_open), listener)   # the backlog
         assert client.roundtrip(b"after the flood\n") == b"after the flood\n"
     finally:
         client.close()
@@ -391,5 +391,9 @@ def test_syn_flood_leaves_room_for_a_real_client(served: StackProcess, injector:
 
     wait_for(f"{n} SYNs sent in {elapsed:.1f}s to be taken by TCP or dropped by the kernel", accounted)
     after = stats(served)["tcp"]
-    assert after.get("syncookies_sent", 0) - before.get("syncookies_sent", 0) > 0
+    cookies = after.get("syncookies_sent", 0) - before.get("syncookies_sent", 0)
+    assert cookies > 0
     assert_alive(served)
+    print(f"{n} SYNs from random sources in {elapsed:.2f}s ({n / elapsed:.0f}/s, with one echo round trip); "
+          f"SYN queue {len(half_open)} <= backlog {listener['send_q']}; {cookies} SYN cookies; "
+          f"kernel TAP queue dropped {kernel_tx_dropped() - dropped_before}; nc echo worked during and after")
