@@ -6,8 +6,9 @@
     .venv/bin/python scripts/bench.py --quick --only ready,ping1    # 1 short run (smoke)
 
 Needs root, /dev/net/tun, iproute2, iputils ping, iperf3. It creates its own namespaces
-and TAPs (names ``tsb-PID-*`` / ``tbPID*``), starts ``.venv/bin/tapstack run -c CFG``
-with a generated configuration (two TAPs, forwarding on, echo/discard/chargen) and
+and TAPs (names ``tsb-PID-*`` / ``tbPID*``), starts ``tapstack run -c CFG`` (as ``python -m stack``
+from this tree) with a generated configuration (two TAPs, forwarding on, echo/discard/chargen,
+``offload = false`` unless ``--offload``) and
 ``scripts/bench_baseline.py`` (a bare read/answer loop: NS -> NA, echo -> reply, nothing
 else) on a third TAP, and measures them alternately, run by run, so every figure is
 put next to a baseline figure taken seconds apart on the same machine:
@@ -55,7 +56,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PY = REPO / ".venv" / "bin" / "python"
-TAPSTACK = REPO / ".venv" / "bin" / "tapstack"
 PY = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
 READY_TIMEOUT = 30.0
 BENCHES = ("ready", "ping1", "ping32", "tcp_in", "tcp_out", "cps", "fwd_ping", "fwd_iperf", "idle10k")
@@ -72,6 +72,7 @@ forwarding = true
 name = "{tap0}"
 mac = "02:00:00:00:00:02"
 addresses = ["2001:db8:1::2/64"]
+offload = {offload}
 
 [interface.peer]
 netns = "{ns0}"
@@ -84,6 +85,7 @@ sysctl = {{ accept_ra = 0, router_solicitations = 0 }}
 name = "{tap1}"
 mac = "02:00:00:00:01:02"
 addresses = ["2001:db8:2::2/64"]
+offload = {offload}
 
 [interface.peer]
 netns = "{ns1}"
@@ -207,8 +209,9 @@ def rss_mb(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, quick: bool, log_dir: Path, stack_src: Path | None = None) -> None:
+    def __init__(self, quick: bool, log_dir: Path, stack_src: Path | None = None, offload: bool = False) -> None:
         self.quick = quick
+        self.offload = offload
         self.stack_src = stack_src
         self.log_dir = log_dir
         self.owned = Owned()
@@ -236,12 +239,13 @@ class Bench:
         path = self.log_dir / f"{names['name']}.toml"
         path.write_text(config.format(**names))
         err = open(self.log_dir / f"{names['name']}.stderr", "wb")  # noqa: SIM115 - the child owns it
-        argv, cwd, env = [str(TAPSTACK)], REPO, None
-        if self.stack_src is not None:       # another build of the stack, e.g. a checkout from before a change
-            argv, cwd, env = [PY, "-m", "stack"], self.stack_src, dict(os.environ, PYTHONPATH=str(self.stack_src))
+        # ``tapstack run`` as ``python -m stack run`` from this tree (or --stack-src): the
+        # console script imports whatever tree the venv's editable install points at.
+        src = self.stack_src or REPO
+        env = dict(os.environ, PYTHONPATH=str(src))
         t0 = time.perf_counter()
-        p = subprocess.Popen([*argv, "run", "-c", str(path), "--log-level", "warning"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=cwd, env=env)
+        p = subprocess.Popen([PY, "-m", "stack", "run", "-c", str(path), "--log-level", "warning"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=src, env=env)
         err.close()
         self.owned.procs.append(p)
         line = read_line(p, READY_TIMEOUT, "tapstack run")
@@ -274,7 +278,8 @@ class Bench:
     def ensure_main(self) -> None:
         if self.daemon is None:
             self.names = self.unique()
-            self.daemon, _ = self.start_daemon(MAIN_CONFIG, self.names)
+            config = MAIN_CONFIG.replace("{offload}", "true" if self.offload else "false")
+            self.daemon, _ = self.start_daemon(config, self.names)
             for ns in (self.names["ns0"], self.names["ns1"]):
                 # many short connections (cps) and 10k idle ones: ports and TIME_WAIT reuse
                 in_ns(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000",
@@ -505,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 short run each (smoke test)")
     ap.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("-j", "--json", action="store_true", help="JSON on stdout instead of the table")
+    ap.add_argument("--offload", action="store_true",
+                    help="offload = true on the daemon's TAPs (virtio-net header, TSO); default false")
     ap.add_argument("--stack-src", type=Path, metavar="DIR",
                     help="run the daemon from this source tree (PYTHONPATH=DIR python -m stack), e.g. a "
                          "`git worktree` of an older commit with its native module built")
@@ -526,13 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = 0
     with tempfile.TemporaryDirectory(prefix="tapstack-bench-") as tmp:
-        b = Bench(ns.quick, Path(tmp), ns.stack_src.resolve() if ns.stack_src else None)
+        b = Bench(ns.quick, Path(tmp), ns.stack_src.resolve() if ns.stack_src else None, ns.offload)
         try:
             t0 = time.monotonic()
             load_before = [round(x, 2) for x in os.getloadavg()]
             results = run_all(b, only, runs)
             doc = {"command": " ".join(["scripts/bench.py", *argv]), "machine": machine(), "runs": runs,
-                   "stack_src": str(b.stack_src or REPO),
+                   "stack_src": str(b.stack_src or REPO), "offload": ns.offload,
                    "quick": ns.quick, "seconds": round(time.monotonic() - t0, 1), "results": results}
             if ns.json:
                 print(json.dumps(doc, indent=2))
@@ -540,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                 m = doc["machine"]
                 print(f"tapstack bench, {m['date']}, nproc {m['nproc']}, kernel {m['kernel']}, "
                       f"Python {m['python']}, {runs} run(s) each, {doc['seconds']} s, load average "
-                      f"{load_before[0]} before / {m['loadavg'][0]} after, daemon from {doc['stack_src']}")
+                      f"{load_before[0]} before / {m['loadavg'][0]} after, daemon from {doc['stack_src']}, "
+                      f"offload {'true' if ns.offload else 'false'}")
                 print(table(results))
         except Stop as e:
             progress(f"{e}: cleaning up")
