@@ -117,7 +117,7 @@ class InterfaceConfig:
     mtu: int = 1500
     addresses: tuple[IfAddress, ...] = ()
     accept_ra: bool = False
-    offload: bool = False
+    offload: bool = True            # TAP offloads (virtio-net header, CSUM/TSO4/TSO6), plain-frame fallback
     neighbors: tuple[NeighborConfig, ...] = ()
     peer: PeerConfig | None = None
     faults: FaultConfig | None = None   # [interface.faults]: seeded impairments on this link
@@ -412,7 +412,7 @@ def _interfaces(p: _Parser, v: object) -> tuple[InterfaceConfig, ...]:
         addresses = p.array(t.get("addresses", []), f"{kp}.addresses", p.if_address)
         _no_duplicates(p, addresses, f"{kp}.addresses")
         accept_ra = p.boolean(t["accept_ra"], f"{kp}.accept_ra") if "accept_ra" in t else False
-        offload = p.boolean(t["offload"], f"{kp}.offload") if "offload" in t else False
+        offload = p.boolean(t["offload"], f"{kp}.offload") if "offload" in t else True
         neighbors = p.array(t.get("neighbors", []), f"{kp}.neighbors", lambda v, k: _neighbor(p, v, k))
         peer = _peer(p, t["peer"], f"{kp}.peer", name) if "peer" in t else None
         faults = _faults(p, t["faults"], f"{kp}.faults") if "faults" in t else None
