@@ -302,8 +302,8 @@ def test_blind_rst_syn_and_data_get_challenge_acks(served: StackProcess, injecto
             segs.extend(Ether(f) for f in injector.dump())
             tcp = [p for p in segs if TCP in p and IPv6 in p and 7 in (p[TCP].sport, p[TCP].dport)]
             k = [p[TCP] for p in tcp if p[TCP].dport == 7]
-            s = [p[TCP] for p in tcp if p[TCP].sport == 7]
-            return bool(k and s and k[-1].ack == (s[-1].seq + len(s[-1].payload)) & 0xFFFFFFFF)
+            echo = [p[TCP] for p in tcp if p[TCP].sport == 7 and len(p[TCP].payload)]   # not a pure ACK
+            return bool(k and echo and k[-1].ack == (echo[-1].seq + len(echo[-1].payload)) & 0xFFFFFFFF)
 
         wait_for("the kernel's ACK of the echo", settled)
         tcp = [p for p in segs if TCP in p and IPv6 in p and 7 in (p[TCP].sport, p[TCP].dport)]
@@ -339,7 +339,9 @@ def test_blind_rst_syn_and_data_get_challenge_acks(served: StackProcess, injecto
                 raise AssertionError(f"no challenge ACK sniffed for {pkt[TCP].summary()} (rcv_nxt {rcv_nxt}, "
                                      f"snd_nxt {snd_nxt}); tcp {stats(served)['tcp']}") from None
         tcp_after = stats(served)["tcp"]
-        assert tcp_after["challenge_acks"] - tcp_before.get("challenge_acks", 0) == 3, (tcp_before, tcp_after)
+        assert tcp_after["challenge_acks"] - tcp_before.get("challenge_acks", 0) == 3, str((
+            tcp_before, tcp_after, {k: v for k, v in stats(served)["drops"].items() if k.startswith("tcp") and v},
+            opts, [(p[TCP].flags, p[TCP].seq, p[TCP].ack, p[TCP].options) for p in tcp][-6:]))
         assert tcp_after.get("in_rsts", 0) == tcp_before.get("in_rsts", 0)            # the RST was not taken
         # the connection survived, and the injected bytes were not echoed
         assert client.roundtrip(b"after\n") == b"after\n"
