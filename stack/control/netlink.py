@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError, netns
 
-from stack.control.config import PeerConfig, PeerRoute
+from stack.control.config import IfAddress, PeerConfig, PeerRoute
 
 log = logging.getLogger("tapstack.netlink")
 
@@ -224,6 +225,59 @@ class PeerSetup:
             where = f" in namespace {ns}" if ns else ""
             raise PeerSetupError(f"no interface {ifname}{where}")
         return int(found[0])
+
+    # -- preflight ------------------------------------------------------------
+
+    def preflight(self, peers: list[tuple[str, PeerConfig]]) -> None:
+        """Refuse, before anything is created, kernel-side addresses that would collide
+        with what the target namespace already uses.
+
+        A peer address whose prefix overlaps an address of another interface in the
+        same namespace would capture that interface's traffic (on a test VM whose own
+        link uses 192.0.2.0/24, putting 192.0.2.1/24 on tap0 makes the VM's default
+        gateway a local address). Link-local addresses are zoned and never collide;
+        namespaces that do not exist yet are empty. Raises PeerSetupError naming both
+        interfaces and the way out.
+        """
+        by_ns: dict[str | None, list[tuple[str, IfAddress]]] = {}
+        for ifname, peer in peers:
+            for a in peer.addresses:
+                if not a.address.is_link_local:
+                    by_ns.setdefault(peer.netns, []).append((ifname, a))
+        ours = {ifname for ifname, _ in peers}
+        try:
+            for ns, wanted in by_ns.items():
+                if ns is not None and not namespace_exists(ns):
+                    continue
+                existing = self._namespace_addresses(ns, ours)
+                for ifname, a in wanted:
+                    mine = ipaddress.ip_interface(f"{a.address}/{a.prefixlen}").network
+                    for dev, other in existing:
+                        if other.version == mine.version and other.network.overlaps(mine):
+                            where = f"namespace {ns}" if ns else "this namespace"
+                            raise PeerSetupError(
+                                f"{ifname}: peer address {a.address}/{a.prefixlen} overlaps {other} on {dev} "
+                                f"in {where}; give [interface.peer] a netns (or run the daemon under "
+                                f"`ip netns exec NAME`) so the kernel side lives in its own namespace")
+        except NetlinkError as e:
+            raise PeerSetupError(f"reading addresses for the preflight check: {_strerror(e)}") from None
+        finally:
+            self._close_sockets()
+
+    def _namespace_addresses(self, ns: str | None,
+                             skip: set[str]) -> list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+        ipr = self._ipr(ns)
+        names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+        found: list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = []
+        for msg in ipr.get_addr():
+            dev = names.get(int(msg["index"]), f"if{msg['index']}")
+            addr = msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL")
+            if dev in skip or addr is None:
+                continue
+            iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
+            if not iface.ip.is_link_local:
+                found.append((dev, iface))
+        return found
 
     # -- setup ----------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class HostRuntime:
 
     def open(self) -> None:
         self._adopt_stale_namespaces()
+        self.peers.preflight([(i.name, i.peer) for i in self.cfg.interfaces if i.peer is not None])
         for iface in self.cfg.interfaces:
             tap = self.taps[iface.name] = TapLink(iface.name, offload=iface.offload)
             # core may hand this link 64 KB TCP segments (TSO) and GSO/NEEDS_CSUM packets

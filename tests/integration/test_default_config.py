@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import StackProcess, link_exists, unique_names
+from tests.integration.conftest import REPO, StackProcess, link_exists, unique_names
 
 pytestmark = pytest.mark.netns
 
@@ -36,4 +37,28 @@ def test_default_config_answers_on_tap0(tmp_path: Path) -> None:
     finally:
         if sp is not None:
             sp.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_default_config_refuses_a_namespace_already_using_its_prefix(tmp_path: Path) -> None:
+    """On a VM whose own link is 192.0.2.0/24 (this test machine's is), the default's
+    kernel-side 192.0.2.1/24 would capture the VM's traffic: the daemon refuses before
+    it creates anything, naming both interfaces."""
+    names = unique_names()
+    ns = names["ns0"]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"],
+                       check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "add", "192.0.2.9/24", "dev", "uplink0"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "uplink0", "up"], check=True)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "stack", "run", "--name", names["name"]],
+                           capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert r.returncode == 1, r
+        assert "tap0: peer address 192.0.2.1/24 overlaps 192.0.2.9/24 on uplink0 in this namespace" in r.stderr, r.stderr
+        assert "ready" not in r.stdout
+        assert not link_exists("tap0", ns)
+        addrs = subprocess.run(["ip", "-n", ns, "-br", "addr"], capture_output=True, text=True, check=True).stdout
+        assert "192.0.2.1" not in addrs and "2001:db8:1::1" not in addrs, addrs
+    finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
