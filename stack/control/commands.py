@@ -194,13 +194,7 @@ def route_del(req: Request) -> Any:
 def neigh_flush(req: Request) -> Any:
     dev = _str_arg(req, "dev")
     ifindex = _ifindex(req, dev) if dev is not None else None
-    st = req.ctx.stack
-    flush = getattr(st, "flush_neighbors", None)
-    if flush is not None:
-        n = flush(ifindex, req.ctx.now())
-    else:  # TODO(core): Stack.flush_neighbors(ifindex, now); until then flush both caches here
-        n = st.nd.flush(ifindex) + st.arp.flush(ifindex)
-    return {"flushed": n}
+    return {"flushed": req.ctx.stack.flush_neighbors(ifindex, req.ctx.now())}
 
 
 for _name, _fn in (("addr", addr), ("route", route), ("route_get", route_get), ("neigh", neigh),

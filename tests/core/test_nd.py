@@ -203,13 +203,13 @@ def test_incomplete_gives_up_after_max_multicast_solicit_and_fails_queue() -> No
     t = T0
     for _ in range(MAX_MULTICAST_SOLICIT - 1):
         t += RETRANS
-        acts = c.poll(t)
-        assert [type(a) for a in acts] == [Solicit] and acts[0].lladdr is None
+        [sol] = c.poll(t)
+        assert isinstance(sol, Solicit) and sol.lladdr is None
         solicits += 1
     assert solicits == MAX_MULTICAST_SOLICIT
-    acts = c.poll(t + RETRANS)
-    assert [type(a) for a in acts] == [Fail]
-    assert [p.packet for p in acts[0].packets] == [b"packet-1", b"packet-2"]
+    [fail] = c.poll(t + RETRANS)
+    assert isinstance(fail, Fail)
+    assert [p.packet for p in fail.packets] == [b"packet-1", b"packet-2"]
     assert c.get(IFX, ADDR) is None
 
 
@@ -223,7 +223,8 @@ def test_probe_is_unicast_and_entry_deleted_after_max_unicast_solicit() -> None:
         acts = c.poll(e.timer_at)
         if c.get(IFX, ADDR) is None:
             break
-        assert [type(a) for a in acts] == [Solicit] and acts[0].lladdr == MAC_B
+        [sol] = acts
+        assert isinstance(sol, Solicit) and sol.lladdr == MAC_B
         sent += 1
     assert sent == MAX_UNICAST_SOLICIT
 
