@@ -324,10 +324,13 @@ class Ip4:
             self.ident = (self.ident + segments - 1) & 0xFFFF          # one ID per segment, as Linux
         st.stats.count("ipv4", "out_requests")
         if st.tracer is not None:
+            # The documented form (INTERFACE.md) with origifp appended, so that lines
+            # matched by their old prefix still match; ip6_output has the same keys.
             st.tracer(f"ip_output ifp={st.ifname(route.ifp)} nexthop="
                       f"{st.fmt_zoned(route.nexthop, route.nexthop_zone)} src={fmt(route.src)} "
                       f"dst={fmt(route.dst)} proto={_proto(proto)} "
-                      f"route={'cached' if cached else 'lookup'} gen={route.gen}")
+                      f"route={'cached' if cached else 'lookup'} gen={route.gen} "
+                      f"origifp={st.ifname(route.origifp)}")
         if route.local:
             st.loop(route.origifp, ETHERTYPE_IPV4, packet)
             return

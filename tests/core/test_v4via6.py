@@ -162,10 +162,25 @@ def test_trace_probe_line_names_the_ipv6_next_hop_and_marks_cached_routes() -> N
     gen = st.routes.gen
     out = [line for line in lines if line.startswith("ip_output")]
     base = "ip_output ifp=tap1 nexthop=fe80::2%tap1 src=198.51.100.1 dst=203.0.113.2"
-    assert out == [f"{base} proto=udp route=lookup gen={gen}",
-                   f"{base} proto=udp route=cached gen={gen}",
-                   f"{base} proto=icmp route=lookup gen={gen}"]
+    assert out == [f"{base} proto=udp route=lookup gen={gen} origifp=tap1",
+                   f"{base} proto=udp route=cached gen={gen} origifp=tap1",
+                   f"{base} proto=icmp route=lookup gen={gen} origifp=tap1"]
     assert "nd state=NONE->INCOMPLETE addr=fe80::2%tap1 lladdr=- queued=0" in lines
+
+
+def test_trace_ip_output_to_an_own_address_names_lo_and_the_owning_interface() -> None:
+    # As ip6_output: ifp is the transmit interface (lo for a local destination),
+    # origifp the interface the destination address belongs to.
+    st, clock, tap1 = host()
+    st.add_address(tap1, ip4("203.0.113.9"), 24, clock.now())
+    lines: list[str] = []
+    st.tracer = lines.append
+    st.ip4.ping_send(ip4("203.0.113.9"), 1, 1, b"", clock.now())
+    st.ip4.ping_send(LO_ADDR, 1, 2, b"", clock.now())
+    out = [line for line in lines if line.startswith("ip_output")]
+    assert [line.split(" src=")[0] for line in out] == ["ip_output ifp=lo nexthop=203.0.113.9",
+                                                        "ip_output ifp=lo nexthop=198.51.100.1"]
+    assert [line.rsplit(" ", 1)[1] for line in out] == ["origifp=tap1", "origifp=lo"]
 
 
 def test_no_ipv4_address_at_all_is_no_route_to_host() -> None:
