@@ -17,6 +17,7 @@ put next to a baseline figure taken seconds apart on the same machine:
 bench       tapstack                                  baseline
 ==========  ========================================  ==================================
 ready       start -> ready line (one TAP, peer nodad) start -> TAP up in the namespace
+ready_odad  the same with ``optimistic_dad = true``   the same
 ping1       ``ping -6 -f``: RTT µs (one in flight)    the same against the baseline
 ping32      ``ping -6 -f -l 32``: echoes/s            the same
 tcp_in      kernel -> discard, Gbit/s (payload)       ``ping -f -l 32 -s 1400``, one way
@@ -58,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_PY = REPO / ".venv" / "bin" / "python"
 PY = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
 READY_TIMEOUT = 30.0
-BENCHES = ("ready", "ping1", "ping32", "tcp_in", "tcp_out", "cps", "fwd_ping", "fwd_iperf", "idle10k")
+BENCHES = ("ready", "ready_odad", "ping1", "ping32", "tcp_in", "tcp_out", "cps", "fwd_ping", "fwd_iperf", "idle10k")
 
 STACK_A, KERNEL_A = "2001:db8:1::2", "2001:db8:1::1"
 STACK_B, KERNEL_B = "2001:db8:2::2", "2001:db8:2::1"
@@ -308,6 +309,17 @@ class Bench:
         self.stop(p)
         return dt * 1000
 
+    def ready_odad(self, subject: str) -> float:
+        """``ready`` with Optimistic DAD (RFC 4429): the ready line need not wait for DAD."""
+        if subject == "baseline":
+            return self.ready(subject)
+        names = self.unique()
+        config = READY_CONFIG.replace('addresses = ["2001:db8:1::2/64"]\n',
+                                      'addresses = ["2001:db8:1::2/64"]\noptimistic_dad = true\n', 1)
+        p, dt = self.start_daemon(config, names)
+        self.stop(p)
+        return dt * 1000
+
     def ping(self, ns: str, addr: str, count: int, *extra: str) -> dict[str, float]:
         out = in_ns(ns, ["ping", "-6", "-q", "-f", "-c", str(count), *extra, addr], timeout=300)
         m = re.search(r"(\d+) packets transmitted, (\d+) received.*time (\d+)ms", out)
@@ -414,6 +426,7 @@ class Spec:
 
 SPECS: dict[str, Spec] = {
     "ready": Spec("ms", "lower", 1000, "baseline: start -> TAP up", "start -> ready line"),
+    "ready_odad": Spec("ms", "lower", 1000, "baseline: start -> TAP up", "ready, optimistic_dad = true"),
     "ping1": Spec("µs", "lower", None, "baseline ping1", "ping -f RTT (1 in flight)"),
     "ping32": Spec("pps", "higher", None, "baseline ping32", "ping -f -l 32 echoes/s"),
     "tcp_in": Spec("Gbit/s", "higher", 1.5, "baseline ping -s 1400 one way", "TCP kernel -> discard"),
@@ -444,7 +457,7 @@ def run_all(b: Bench, only: list[str], runs: int) -> dict[str, Any]:
     for name in only:
         spec = SPECS[name]
         fn: Callable[[str], float] = getattr(b, name)
-        if name != "ready":
+        if not name.startswith("ready"):
             b.ensure_main()
         ts: list[float] = []
         bs: list[float] = []

@@ -64,6 +64,16 @@ class Addr6:
         return self.state in (AddrState.PREFERRED, AddrState.DEPRECATED, AddrState.OPTIMISTIC)
 
     @property
+    def optimistic(self) -> bool:
+        """RFC 4429: usable while DAD still runs (§3.3 restrictions apply)."""
+        return self.state is AddrState.OPTIMISTIC
+
+    @property
+    def in_dad(self) -> bool:
+        """DAD still running (tentative or optimistic): a probe or NA for it is a duplicate."""
+        return self.state is AddrState.TENTATIVE or self.state is AddrState.OPTIMISTIC
+
+    @property
     def link_local(self) -> bool:
         return is_link_local6(self.addr)
 
@@ -90,6 +100,7 @@ class NdParams:
     gc_stale_time: int = s(60)             # Linux gc_stale_time: unused STALE entries go
     cur_hop_limit: int = 64
     dup_addr_detect_transmits: int = 1     # RFC 4862 §5.1
+    optimistic_dad: bool = False           # RFC 4429: new addresses start OPTIMISTIC (Linux sysctl)
     link_mtu: int = 1500
 
 

@@ -103,22 +103,27 @@ class NdProto:
         if a is None or a.state is AddrState.DUPLICATED:
             st.stats.drop(Drop.ND_TARGET_NOT_OURS)
             return
-        if a.state is AddrState.TENTATIVE:
-            # RFC 4862 §5.4.3: an NS from :: for our tentative address is a
-            # duplicate, unless it is our own looped probe (RFC 7527 nonce).
-            if dad_probe:
-                if ns.opts.nonce is not None and ns.opts.nonce == a.dad_nonce:
-                    st.stats.count("nd", "dad_own_probe_looped")
-                    return
-                self.dad_failed(rcvif, a, "neighbor solicitation from another node", now)
+        if a.in_dad and dad_probe:
+            # RFC 4862 §5.4.3: an NS from :: for our tentative (or optimistic, RFC 4429
+            # §3.3) address is a duplicate, unless it is our own looped probe (RFC 7527).
+            if ns.opts.nonce is not None and ns.opts.nonce == a.dad_nonce:
+                st.stats.count("nd", "dad_own_probe_looped")
+                return
+            self.dad_failed(rcvif, a, "neighbor solicitation from another node", now)
             return
+        if a.state is AddrState.TENTATIVE:
+            return                    # §5.4.3: other solicitations for it are not answered
         st.stats.count("nd", "in_ns")
         if not dad_probe and ns.opts.slla is not None:
             self.apply(st.nd.on_solicitation(rcvif.ifindex, src, ns.opts.slla, now), now)
         # §7.2.4: answer; to all-nodes without S for a DAD probe, else unicast with S.
         na_dst, solicited = (ALL_NODES, False) if dad_probe else (src, True)
+        # RFC 4429 §3.3: an optimistic address is advertised with Override clear, so
+        # that the NA cannot overwrite the cache entry of the address's rightful owner.
         msg = ndp.build_na(target, na_dst, target, router=st.forwarding, solicited=solicited,
-                           override=True, tlla=rcvif.mac)
+                           override=not a.optimistic, tlla=rcvif.mac)
+        if a.optimistic:
+            st.stats.count("nd", "out_na_optimistic")
         st.stats.count("nd", "out_na")
         mac = multicast_mac(na_dst) if dad_probe else (ns.opts.slla or None)
         st.ip6.send_raw(rcvif.ifindex, mac, target, na_dst, PROTO_ICMPV6, msg, now)
@@ -136,7 +141,7 @@ class NdProto:
             return
         a = rcvif.find6(target)
         if a is not None:
-            if a.state is AddrState.TENTATIVE:
+            if a.in_dad:                                  # tentative or optimistic
                 self.dad_failed(rcvif, a, f"neighbor advertisement from {fmt(f.src)}", now)
             else:
                 st.stats.count("nd", "in_na_for_own_address")
@@ -171,28 +176,40 @@ class NdProto:
     def send_ns(self, ifindex: int, target: bytes, lladdr: bytes | None, src_hint: bytes | None,
                 now: int) -> None:
         """§7.2.2: NS for target; source = the prompting packet's source when it is
-        an address of this interface, else any of its addresses."""
+        an address of this interface, else its link-local, else any of its addresses.
+        RFC 4429 §3.3: a non-optimistic candidate is preferred (as Linux does); an NS
+        from an optimistic address carries no SLLAO, so that it cannot overwrite the
+        neighbors' cache entry for the address's rightful owner."""
         st = self.st
         iface = st.interfaces.get(ifindex)
         if iface is None:
             return
-        src = None
+        picked: Addr6 | None = None
         if src_hint is not None:
             a = iface.find6(src_hint)
             if a is not None and a.usable:
-                src = src_hint
-        if src is None:
+                picked = a
+        if picked is None or picked.optimistic:
             ll = iface.link_local()
-            if ll is not None:
-                src = ll.addr
-            else:
-                usable = [a for a in iface.addrs6 if a.usable]
+            if ll is not None and (picked is None or not ll.optimistic):
+                picked = ll
+        if picked is None or picked.optimistic:
+            usable = [a for a in iface.addrs6 if a.usable]
+            settled = [a for a in usable if not a.optimistic]
+            if settled:
+                picked = settled[0]
+            elif picked is None:
                 if not usable:
                     st.stats.drop(Drop.NO_SOURCE)
                     return
-                src = usable[0].addr
+                picked = usable[0]
+        src = picked.addr
+        slla: bytes | None = iface.mac
+        if picked.optimistic:
+            slla = None
+            st.stats.count("nd", "out_ns_optimistic")
         dst = target if lladdr is not None else solicited_node(target)
-        msg = ndp.build_ns(src, dst, target, slla=iface.mac)
+        msg = ndp.build_ns(src, dst, target, slla=slla)
         st.stats.count("nd", "out_ns")
         st.ip6.send_raw(ifindex, lladdr if lladdr is not None else multicast_mac(dst), src, dst,
                         PROTO_ICMPV6, msg, now)
@@ -200,7 +217,9 @@ class NdProto:
     # -- DAD (RFC 4862 §5.4) ---------------------------------------------------------
 
     def start_dad(self, iface: Interface, a: Addr6, now: int) -> None:
-        a.state = AddrState.TENTATIVE
+        # RFC 4429 §3.1 (config optimistic_dad): usable at once, DAD still runs; a
+        # duplicate found makes it DUPLICATED like a tentative one (§3.3).
+        a.state = AddrState.OPTIMISTIC if iface.nd.optimistic_dad else AddrState.TENTATIVE
         a.dad_probes_left = iface.nd.dup_addr_detect_transmits
         a.dad_nonce = self.st.rng.getrandbits(48).to_bytes(6, "big")
         # §5.4.2: the groups were joined when the address was added; delay the
@@ -268,7 +287,7 @@ class NdProto:
         chance, as after ``ip link set up``); RFC 4861 §6.3.7: solicit routers."""
         iface.ipv6_disabled = False
         if iface.nd.dup_addr_detect_transmits > 0:
-            self.dad = [(i, x) for i, x in self.dad if x.state is AddrState.TENTATIVE]
+            self.dad = [(i, x) for i, x in self.dad if x.in_dad]
             for a in iface.addrs6:
                 if all(x is not a for _, x in self.dad):
                     self.start_dad(iface, a, now)
@@ -295,8 +314,8 @@ class NdProto:
 
     def poll(self, now: int) -> None:
         for iface, a in list(self.dad):
-            if a.dad_at is not None and a.dad_at <= now and a.state is AddrState.TENTATIVE:
+            if a.dad_at is not None and a.dad_at <= now and a.in_dad:
                 self._dad_tick(iface, a, now)
-        self.dad = [(i, a) for i, a in self.dad if a.state is AddrState.TENTATIVE]
+        self.dad = [(i, a) for i, a in self.dad if a.in_dad]
         self.rdisc.poll(now)
         self.mld.poll(now)

@@ -140,7 +140,9 @@ class RouterDiscovery:
             return
         ll = iface.link_local()
         # §6.3.7 / §4.1: from the link-local if usable, else from :: without SLLAO.
-        src, slla = (ll.addr, iface.mac) if ll is not None else (UNSPECIFIED6, None)
+        # RFC 4429 §3.3: never an SLLAO from an optimistic address; an RS SHOULD then
+        # come from ::.
+        src, slla = (ll.addr, iface.mac) if ll is not None and not ll.optimistic else (UNSPECIFIED6, None)
         msg = ndp.build_rs(src, ALL_ROUTERS, slla)
         self.st.stats.count("nd", "out_rs")
         self.st.ip6.send_raw(iface.ifindex, multicast_mac(ALL_ROUTERS), src, ALL_ROUTERS,
@@ -364,8 +366,9 @@ class RouterDiscovery:
             st.remove_address(iface.ifindex, a.addr, now)          # §5.5.4: invalid: removed
             st.note("info", f"{iface.name}: address {fmt(a.addr)} expired (valid lifetime)")
             return
+        # An OPTIMISTIC address stays so until DAD ends; _dad_tick deprecates it then.
         if a.preferred_until is not None and a.preferred_until <= now \
-                and a.state in (AddrState.PREFERRED, AddrState.OPTIMISTIC):
+                and a.state is AddrState.PREFERRED:
             a.state = AddrState.DEPRECATED                         # §5.5.4: deprecated
             st.routes.bump()
             st.note("info", f"{iface.name}: address {fmt(a.addr)} deprecated")
@@ -373,7 +376,7 @@ class RouterDiscovery:
     @staticmethod
     def _address_deadline(a: Addr6) -> int | None:
         times = [a.valid_until] if a.valid_until is not None else []
-        if a.preferred_until is not None and a.state in (AddrState.PREFERRED, AddrState.OPTIMISTIC):
+        if a.preferred_until is not None and a.state is AddrState.PREFERRED:
             times.append(a.preferred_until)
         return min(times) if times else None
 
@@ -455,14 +458,14 @@ class RouterDiscovery:
         if self.redirects:
             # Same lifetime for all, refreshed ones re-inserted: the first expires first.
             times.append(next(iter(self.redirects.values())))
-        live = (AddrState.PREFERRED, AddrState.OPTIMISTIC)
+        live = AddrState.PREFERRED
         for iface in self.st.interfaces.values():
             for a in iface.addrs6:
                 # _address_deadline, inlined: this runs after every batch of frames
                 vu, pu = a.valid_until, a.preferred_until
                 if vu is not None:
                     times.append(vu)
-                if pu is not None and a.state in live:
+                if pu is not None and a.state is live:
                     times.append(pu)
         return min(times) if times else None
 

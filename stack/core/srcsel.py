@@ -1,6 +1,7 @@
 """Source address selection.
 
-IPv6: RFC 6724 §5 rules 1, 2, 3, 5, 6 and 8 with the default policy table (§2.1).
+IPv6: RFC 6724 §5 rules 1, 2, 3, 5, 6 and 8 with the default policy table (§2.1);
+rule 3 also avoids optimistic addresses (RFC 4429 §3.3).
 Rule 4 (home addresses) and 7 (temporary addresses) do not apply: the stack has
 neither. Candidates (§4): usable addresses (not tentative, not duplicated); for a
 link-scope destination only addresses of the destination's zone.
@@ -60,8 +61,10 @@ def _better(a: Addr6, a_if: int, b: Addr6, b_if: int, dst: bytes, out_if: int) -
         if sa < sb:
             return not sa < sd
         return sb < sd
-    # Rule 3: avoid deprecated addresses.
-    a_dep, b_dep = a.state is AddrState.DEPRECATED, b.state is AddrState.DEPRECATED
+    # Rule 3: avoid deprecated addresses; RFC 4429 §3.3: an optimistic address is
+    # treated as deprecated here (as Linux without use_optimistic).
+    a_dep = a.state is AddrState.DEPRECATED or a.state is AddrState.OPTIMISTIC
+    b_dep = b.state is AddrState.DEPRECATED or b.state is AddrState.OPTIMISTIC
     if a_dep != b_dep:
         return b_dep
     # Rule 5: prefer outgoing interface.

@@ -167,13 +167,14 @@ class Stack:
         return iface.name if iface is not None else f"if{ifindex}"
 
     def add_interface(self, name: str, mac: bytes, mtu: int = 1500, *, accept_ra: bool = False,
-                      now: int = 0, dad_transmits: int = 1) -> int:
+                      now: int = 0, dad_transmits: int = 1, optimistic_dad: bool = False) -> int:
         if name in self._by_name:
             raise ValueError(f"interface {name} exists")
         ifx = self._next_ifindex
         self._next_ifindex += 1
         iface = Interface(ifx, name, Kind.ETHERNET, mac, mtu, accept_ra=accept_ra)
         iface.nd.dup_addr_detect_transmits = dad_transmits
+        iface.nd.optimistic_dad = optimistic_dad      # RFC 4429, also for the link-local
         iface.nd.reachable_time = NeighborCache.random_reachable_time(
             self.rng, iface.nd.base_reachable_time)
         iface.nd.link_mtu = mtu
@@ -363,7 +364,8 @@ class Stack:
         return {i: f.name for i, f in self.interfaces.items()}
 
     def ready(self) -> bool:
-        """No configured address is still tentative (the daemon's ready line)."""
+        """No configured address is still tentative (the daemon's ready line);
+        optimistic ones (RFC 4429) are usable and do not hold it back."""
         return not any(a.state is AddrState.TENTATIVE
                        for iface in self.interfaces.values() for a in iface.addrs6)
 

@@ -52,7 +52,8 @@ def build_stack(cfg: StackConfig, now: int, rng: random.Random, *,
         except (ValueError, OSError) as e:
             raise ConfigError(file, f"loopback.addresses[{i}]", str(e)) from None
     for n, iface in enumerate(cfg.interfaces):
-        ifx = st.add_interface(iface.name, macs[iface.name], iface.mtu, accept_ra=iface.accept_ra, now=now)
+        ifx = st.add_interface(iface.name, macs[iface.name], iface.mtu, accept_ra=iface.accept_ra, now=now,
+                               optimistic_dad=iface.optimistic_dad)
         if iface.nd is not None:
             nd = iface.nd
             st.set_nd_params(ifx, base_reachable_time=_ns(nd.base_reachable_time_ms),

@@ -22,6 +22,7 @@ mac = "02:00:00:00:00:02"
 mtu = 1500
 addresses = ["2001:db8:1::2/64", "192.0.2.2/24"]
 accept_ra = false
+optimistic_dad = true
 neighbors = [{ address = "fe80::1", mac = "02:00:00:00:00:01" }]
 
 [interface.peer]
@@ -76,6 +77,7 @@ def test_full_config_parses() -> None:
     assert str(r1.dst) == "198.51.100.1/32" and r1.via == ipaddress.ip_address("fe80::2")
     assert str(r2.dst) == "::/0" and r2.dev == "tap0" and r2.metric == 10
     assert tap1.addresses == () and tap1.peer is None
+    assert tap0.optimistic_dad is True and tap1.optimistic_dad is False
     rt, onlink = c.routes
     assert rt.via_zone == "tap1" and str(rt.src) == "198.51.100.1"
     assert onlink.via is None and onlink.dev == "tap0"
@@ -141,6 +143,7 @@ BAD = [
     (IF + 'mtu = "1500"', "interface[0].mtu", "expected an integer, got string '1500'"),
     (IF + 'mtu = true', "interface[0].mtu", "expected an integer, got boolean"),
     (IF + 'accept_ra = 1', "interface[0].accept_ra", "expected a boolean"),
+    (IF + 'optimistic_dad = "yes"', "interface[0].optimistic_dad", "expected a boolean"),
     (IF + 'speed = 1', "interface[0].speed", "unknown key"),
     ('[[interface]]\nname = "averyveryverylongname"', "interface[0].name", "longer than 15"),
     ('[[interface]]\nname = "a b"', "interface[0].name", "not a valid interface name"),

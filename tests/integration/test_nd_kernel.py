@@ -173,6 +173,49 @@ def test_duplicate_of_our_address_on_the_kernel_side_is_detected(tapstack_factor
     assert f"inet6 {STACK}/64 scope global duplicated" in sp.tapstack("addr").stdout
 
 
+# -- 4b: Optimistic DAD (RFC 4429): usable right after the ready line --------------------------
+
+
+OPTIMISTIC_TAP = ONE_TAP.replace('addresses = ["2001:db8:1::2/64", "192.0.2.2/24"]',
+                                 'addresses = ["2001:db8:1::2/64", "192.0.2.2/24"]\noptimistic_dad = true'
+                                 ).replace('addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]',
+                                           'addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]\nnodad = true')
+
+
+def test_optimistic_dad_global_address_answers_the_kernel_right_after_ready(
+        tapstack_factory: Factory) -> None:
+    assert "optimistic_dad = true" in OPTIMISTIC_TAP and "nodad = true" in OPTIMISTIC_TAP
+    sp = tapstack_factory(OPTIMISTIC_TAP)
+    # At once, with no wait: the kernel resolves our address (our NA: Override clear,
+    # RFC 4429 §3.3) and gets its echo answered.
+    out = sp.run_in_ns(["ping", "-6", "-c", "1", "-W", "2", STACK]).stdout
+    assert "1 received" in out
+    nd = jq(sp, "stats")["nd"]
+    assert nd.get("out_na_optimistic", 0) >= 1, nd          # it was still optimistic then
+    assert drops(sp).get("ipv6_tentative_dst", 0) == 0
+
+    def state() -> str | None:
+        tap0 = next(i for i in jq(sp, "addr") if i["ifname"] == sp["tap0"])
+        st = {a["address"]: a["state"] for a in tap0["addresses"]}[STACK]
+        return st if st == "preferred" else None
+    wait_for("DAD to end", state, timeout=10)                # then preferred, as without ODAD
+
+
+def test_optimistic_dad_still_detects_a_duplicate_held_by_the_kernel(tapstack_factory: Factory) -> None:
+    dup = OPTIMISTIC_TAP.replace('addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]',
+                                 'addresses = ["2001:db8:1::1/64", "2001:db8:1::2/64", "192.0.2.1/24"]'
+                                 ).replace('  "2001:db8:ff::1/128 via 2001:db8:1::2",\n', '')
+    assert "2001:db8:1::2/64\", \"192.0.2.1/24" in dup
+    sp = tapstack_factory(dup)
+
+    def state() -> str | None:
+        tap0 = next(i for i in jq(sp, "addr") if i["ifname"] == sp["tap0"])
+        st = {a["address"]: a["state"] for a in tap0["addresses"]}[STACK]
+        return st if st != "optimistic" else None
+    assert wait_for("DAD to end", state, timeout=10) == "duplicated"
+    assert f"duplicate address {STACK} detected" in sp.stderr()
+
+
 # -- 5: RA -> SLAAC address and default route; RS at start --------------------------------------
 
 
