@@ -184,11 +184,17 @@ def ra_routers(st: Stack) -> Iterator[bytes]:
 def redirects(st: Stack) -> Iterator[bytes]:
     """Redirects from our router for ever new destinations: the redirect table."""
     ra = build_ra(LL_R, ip6("ff02::1"), 64, 1800, 0, 0, MAC_R, [], None)
-    st.receive(IF, _e6(build_ipv6(LL_R, ip6("ff02::1"), 58, ra, 255), bytes.fromhex("333300000001"), MAC_R), 0)
+    ra_frame = _e6(build_ipv6(LL_R, ip6("ff02::1"), 58, ra, 255), bytes.fromhex("333300000001"), MAC_R)
+    st.receive(IF, ra_frame, 0)
     ll_a = st.interfaces[IF].addrs6[0].addr
     i = 0
     while True:
         i += 1
+        if i % 100_000 == 0:
+            # the router keeps advertising: at 1 ms of virtual time per frame its 1800 s
+            # lifetime would run out within a minute's flood, and with it every redirect
+            # (RFC 4861 §8.1: only the current first hop may redirect)
+            yield ra_frame
         msg = build_redirect(LL_R, ll_a, ip6("fe80::2"), _addr(i, "2001:db8:99::"))
         yield _e6(build_ipv6(LL_R, ll_a, 58, msg, 255), MAC_A, MAC_R)
 
