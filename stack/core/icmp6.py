@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from stack.core.events import EchoReply, PingError
 from stack.core.interface import Interface
-from stack.core.ipservice import OutRoute, RouteError
+from stack.core.ipservice import OutRoute, RouteError, max_l4_len, message_too_long
 from stack.core.stats import Drop
 from stack.wire import icmpv6 as w
 from stack.wire.addr import is_multicast6, is_unspecified, needs_zone
@@ -245,6 +245,8 @@ class Icmp6:
                   src: bytes | None = None, hop_limit: int | None = None) -> OutRoute:
         """Send one echo request; the reply comes back as an EchoReply event.
         Raises RouteError when there is no route or source."""
+        if len(payload) + 8 > max_l4_len(dst):
+            raise message_too_long()
         route = self.st.route_output(dst, zone, src, now)
         msg = w.build_echo6(route.src, route.dst, w.ECHO_REQUEST, ident, seq, payload)
         sent = self.pings.setdefault(ident, {})

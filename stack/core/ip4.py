@@ -33,7 +33,7 @@ from stack.core.clock import s
 from stack.core.events import EchoReply, PingError
 from stack.core.icmp6 import TokenBucket
 from stack.core.interface import Interface
-from stack.core.ipservice import OutRoute, RouteError
+from stack.core.ipservice import OutRoute, RouteError, max_l4_len, message_too_long
 from stack.core.nd import Pending
 from stack.core.reasm import Reassembler
 from stack.core.routes import PROTO_REDIRECT
@@ -86,6 +86,8 @@ REDIRECT_IGNORED = "icmp_redirect_ignored"        # router mode, or a configured
 REDIRECT_BAD = "icmp_redirect_bad"                # code, length, quoted header, destination
 REDIRECT_BAD_GATEWAY = "icmp_redirect_bad_gateway"  # not a unicast neighbor on that link
 REDIRECT_NOT_FROM_GATEWAY = "icmp_redirect_not_from_gateway"
+
+MAX_L4_LEN4 = max_l4_len(bytes(4))
 
 
 def is_class_e(addr: bytes) -> bool:
@@ -283,6 +285,10 @@ class Ip4:
             for p in pieces:
                 st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, p, now)
             return "forward"
+        if f.frag_off + len(packet) - (f.l4_off - f.l3_off) > 0xFFFF:
+            # A fragment whose data lies past 65535 (as reassembly refuses it): pieces
+            # after the first would need offsets no header can carry.
+            return self._drop(Drop.FRAG_BAD)
         pieces = fragment_ipv4(bytes(packet), mtu)
         st.stats.count("ipv4", "out_frag_creates", len(pieces))
         for p in pieces:
@@ -308,6 +314,9 @@ class Ip4:
     def output(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
                tos: int = 0, ttl: int | None = None, gso: int = 0) -> None:
         st = self.st
+        if len(l4) > MAX_L4_LEN4:
+            st.stats.drop(Drop.IPV4_OUT_TOO_BIG)   # sockets and ping refuse these with EMSGSIZE first
+            return
         self.ident = (self.ident + 1) & 0xFFFF
         if ttl is None:
             ttl = 1 if is_multicast4(route.dst) else DEFAULT_TTL
@@ -648,6 +657,8 @@ class Ip4:
                   src: bytes | None = None, ttl: int | None = None) -> OutRoute:
         """Send one echo request; the reply comes back as an EchoReply event.
         Raises RouteError when there is no route or no IPv4 source."""
+        if len(payload) + 8 > MAX_L4_LEN4:
+            raise message_too_long()
         route = self.st.route_output(dst, 0, src, now)
         msg = w.build_icmpv4(w.ECHO_REQUEST, 0, ident.to_bytes(2, "big") + seq.to_bytes(2, "big"),
                              payload)

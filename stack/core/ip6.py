@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stack.core.interface import Interface
-from stack.core.ipservice import OutRoute, RouteError
+from stack.core.ipservice import OutRoute, RouteError, max_l4_len
 from stack.core.reasm import Reassembler
 from stack.core.stats import Drop
 from stack.wire.addr import (
@@ -47,6 +47,8 @@ ND_TYPES = frozenset((133, 134, 135, 136, 137))
 PP_ERRONEOUS_FIELD = 0
 PP_UNRECOGNIZED_NH = 1
 PP_UNRECOGNIZED_OPTION = 2
+
+MAX_L4_LEN6 = max_l4_len(bytes(16))
 
 
 class Ip6:
@@ -277,6 +279,9 @@ class Ip6:
     def output(self, route: OutRoute, proto: int, l4: bytes, now: int, *, cached: bool = False,
                tclass: int = 0, hop_limit: int | None = None, gso: int = 0) -> None:
         st = self.st
+        if len(l4) > MAX_L4_LEN6:
+            st.stats.drop(Drop.IPV6_OUT_TOO_BIG)   # sockets and ping refuse these with EMSGSIZE first
+            return
         if hop_limit is None:
             if is_multicast6(route.dst):
                 hop_limit = 1

@@ -41,6 +41,19 @@ class RouteError(OSError):
         super().__init__(err, detail or _errno.errorcode.get(err, str(err)))
 
 
+def max_l4_len(dst: bytes) -> int:
+    """Largest upper-layer message (header included) one IP datagram can carry toward
+    ``dst``, fragmented if need be: 65535 less the IPv4 header, or the IPv6 Payload
+    Length maximum (no jumbograms, RFC 2675). UDP payload: this less 8 (65507 / 65527,
+    as Linux)."""
+    return 65535 - 20 if len(dst) == 4 else 65535
+
+
+def message_too_long() -> RouteError:
+    """What a socket or ping gets for a datagram over ``max_l4_len`` (Linux: EMSGSIZE)."""
+    return RouteError(_errno.EMSGSIZE, "Message too long")
+
+
 class IpService(Protocol):
     stats: Stats
     rng: random.Random

@@ -102,6 +102,8 @@ class Drop(StrEnum):
     # output
     NO_ROUTE = "no_route"
     NO_SOURCE = "no_source"
+    IPV4_OUT_TOO_BIG = "ipv4_out_too_big"        # over 65535 bytes with its header (not from a socket:
+    IPV6_OUT_TOO_BIG = "ipv6_out_too_big"        # those get EMSGSIZE); IPv6: payload over 65535
     LINK_TX_FULL = "link_tx_full"
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stack.core.events import Readable, SocketError
-from stack.core.ipservice import OutRoute, RouteError
+from stack.core.ipservice import OutRoute, RouteError, max_l4_len, message_too_long
 from stack.core.stats import Drop
 from stack.wire.addr import is_multicast4, is_multicast6, needs_zone
 from stack.wire.frame_types import PROTO_UDP, Frame
@@ -119,8 +119,8 @@ class UdpLayer:
 
     def send(self, ep: UdpEndpoint, data: bytes, dst: bytes, port: int, zone: int, now: int) -> int:
         st = self.st
-        if len(data) > 65507:
-            raise RouteError(errno.EMSGSIZE, "message too long")
+        if len(data) + 8 > max_l4_len(dst):
+            raise message_too_long()
         route = ep.route
         cached = route is not None and route.dst == dst and route.zone == (zone if needs_zone(dst) else 0) \
             and st.route_valid(route)

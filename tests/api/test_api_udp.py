@@ -157,3 +157,25 @@ async def test_no_route_is_enetunreach_through_error_received() -> None:
         with pytest.raises(OSError):
             t.sendto(b"x", ("nonsense", 7))
         t.close()
+
+
+@virtual
+async def test_datagram_over_the_ip_maximum_is_emsgsize_and_the_largest_goes_through() -> None:
+    # Linux: 65507 bytes for UDP over IPv4, 65527 over IPv6; beyond, "Message too long"
+    async with pair() as (_a, b):
+        for dst, largest in ((A_V4, 65507), (A_GA, 65527)):
+            sock = await b.udp_socket(remote_addr=(dst, 7))      # a's echo service
+            sock.send(b"warm")                      # resolve a first: 45 fragments overflow the ND queue
+            assert (await sock.recvfrom())[0] == b"warm"
+            with pytest.raises(OSError) as e:
+                sock.send(bytes(largest + 1))
+            assert (e.value.errno, e.value.strerror) == (errno.EMSGSIZE, "Message too long")
+            sock.send(b"e" * largest)
+            data, _addr = await sock.recvfrom()
+            assert data == b"e" * largest
+            sock.close()
+        t, proto = await b.create_datagram_endpoint(Collect)
+        t.sendto(bytes(65508), (A_V4, 7))                     # a transport reports it as error_received
+        [err] = proto.errors
+        assert isinstance(err, OSError) and err.errno == errno.EMSGSIZE
+        t.close()
