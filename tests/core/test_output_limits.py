@@ -11,8 +11,8 @@ import random
 
 import pytest
 from harness import IP, UDP, Ether, IPv6, settle, smac
-from scapy.layers.inet import defragment  # type: ignore[import-untyped]
-from scapy.layers.inet6 import IPv6ExtHdrFragment  # type: ignore[import-untyped]
+from scapy.layers.inet import defragment
+from scapy.layers.inet6 import IPv6ExtHdrFragment
 
 from stack.core.clock import ManualClock
 from stack.core.ipservice import RouteError
@@ -68,7 +68,7 @@ def test_udp_send_over_the_maximum_is_emsgsize_and_the_largest_is_sent(dst: byte
     assert ep.sendto(bytes(largest), dst, 9, 0, clock.now()) == largest
     frames = [raw for _ifx, raw in st.drain_tx()]
     if len(dst) == 4:
-        [whole] = defragment([Ether(raw)[IP] for raw in frames])
+        [whole] = defragment([Ether(raw)[IP] for raw in frames])  # type: ignore[no-untyped-call]
         assert len(whole[UDP].payload) == largest
     else:
         frags = [Ether(raw)[IPv6] for raw in frames]
