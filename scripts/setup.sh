@@ -11,7 +11,7 @@ TAPSTACK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 RUN_PACKAGES=(iproute2 python3 python3-venv python3-dev gcc libffi-dev)
 TEST_PACKAGES=(iputils-ping netcat-openbsd telnet tcpdump ndisc6 traceroute openssh-server openssh-client
-               iperf3 radvd nftables)
+               iperf3 radvd nftables vagrant)
 
 _say() { echo "tapstack-setup: $*" >&2; }
 

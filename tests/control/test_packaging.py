@@ -43,5 +43,7 @@ def test_unit_verifies(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed")
 def test_vagrantfile_validates() -> None:
-    r = subprocess.run(["vagrant", "validate"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    # --ignore-provider: the file is checked, not the machine (no VirtualBox or libvirt on CI)
+    r = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
