@@ -297,6 +297,23 @@ class Stack:
             self.note("info", f"route deleted: {r.describe(self.ifnames())}")
         return gone
 
+    def set_forwarding(self, on: bool) -> None:
+        """Router mode on or off while running (SIGHUP). Every use reads the flag per
+        packet: forwarding, the NA Router flag, RA and Redirect acceptance change at once."""
+        self.forwarding = on
+
+    def set_limits(self, limits: Limits) -> None:
+        """New bounds while running (SIGHUP). Caches and queues take them at the next
+        insert (entries above a lowered cache bound go as they age or are evicted), the
+        ICMP error token buckets at once; ``udp_rcvbuf`` is for sockets opened later."""
+        self.limits = limits
+        for cache, most in ((self.nd, limits.neighbor_cache_max), (self.arp, limits.arp_cache_max)):
+            cache.max_entries = most
+            cache.queue_max = limits.nd_queue_max
+        for bucket in (self.icmp6.bucket, self.ip4.bucket):
+            bucket.rate, bucket.burst = limits.icmp_error_rate, limits.icmp_error_burst
+            bucket.tokens = min(bucket.tokens, float(limits.icmp_error_burst))
+
     def set_nd_params(self, ifindex: int, *, base_reachable_time: int | None = None,
                       retrans_timer: int | None = None, delay_first_probe_time: int | None = None,
                       gc_stale_time: int | None = None) -> None:

@@ -17,7 +17,7 @@ from stack.control.config import ConfigError, StackConfig
 from stack.link.tap import random_mac
 
 
-def _limits(cfg: StackConfig) -> Any:
+def build_limits(cfg: StackConfig) -> Any:
     from stack.core.stack import Limits
 
     if not cfg.limits:
@@ -45,7 +45,7 @@ def build_stack(cfg: StackConfig, now: int, rng: random.Random, *,
 
     file = cfg.source_path or "<config>"
     macs = macs or interface_macs(cfg, rng)
-    st = Stack(rng=rng, now=now, forwarding=cfg.forwarding, limits=_limits(cfg))
+    st = Stack(rng=rng, now=now, forwarding=cfg.forwarding, limits=build_limits(cfg))
     for i, a in enumerate(cfg.loopback.addresses):
         try:
             st.add_address(1, a.packed, a.prefixlen, now)

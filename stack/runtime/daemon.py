@@ -15,7 +15,8 @@ Order matters for the contract:
 
 With ``$NOTIFY_SOCKET`` set (systemd ``Type=notify``) the ready line is also sent as
 ``READY=1``. SIGHUP re-reads the ``-c`` file (``stack/runtime/reload.py``): routes,
-services and forwards change at once, other changes are logged as needing a restart,
+services, forwards, forwarding and limits change at once, other changes are logged as
+needing a restart,
 and a file that does not load or validate is logged and the running configuration
 kept. SIGHUP during setup is ignored.
 """
@@ -269,7 +270,8 @@ class Daemon:
         return 0
 
     def reload(self) -> None:
-        """SIGHUP: apply the file's routes, services and forwards; keep the old config on errors."""
+        """SIGHUP: apply the file's routes, services, forwards, forwarding and limits; keep
+        the old config on errors."""
         if self.config_path is None:
             log.warning("SIGHUP: started without -c, there is no configuration file to re-read")
             return
@@ -284,7 +286,8 @@ class Daemon:
         except Exception:       # a bug: keep running with what we have
             log.exception("reload failed, running configuration kept: internal error")
         else:
-            self.cfg = replace(self.cfg, routes=new.routes, services=new.services, forwards=new.forwards)
+            self.cfg = replace(self.cfg, routes=new.routes, services=new.services, forwards=new.forwards,
+                               forwarding=new.forwarding, limits=new.limits)
             if self._ctx is not None:
                 self._ctx.config = self.cfg
             log.info("reloaded %s: %s", self.config_path, res.summary())

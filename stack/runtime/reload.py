@@ -8,10 +8,14 @@ calls into core and the services object):
   same prefix);
 * ``[services]`` and ``[[forward]]``: listeners that left the file stop listening (their
   established connections go on), new ones start;
-* everything else (interfaces, addresses, loopback, forwarding, limits, name) is only
-  compared: a difference is reported as "needs restart" and ignored.
+* ``forwarding``: router mode goes on or off at once (``Stack.set_forwarding``);
+* ``[limits]``: every limit applies at run time (``Stack.set_limits``): cache and queue
+  bounds from their next insert, the ICMP error rate at once, ``udp_rcvbuf`` for sockets
+  opened afterwards; a key left out returns to its default;
+* everything else (interfaces, addresses, loopback, name) is only compared: a
+  difference is reported as "needs restart" and ignored.
 
-The new routes are first checked on a throw-away stack with the running interfaces
+The new limits (``build``'s validation) and routes are first checked on a throw-away stack with the running interfaces
 (``build_stack``), so a route core would refuse makes the whole reload fail with a
 ``ConfigError`` and nothing changes. The caller (``Daemon``) loads the file, logs the
 outcome and keeps the old configuration on any error.
@@ -25,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stack.control.config import ConfigError, RouteConfig, StackConfig
-from stack.runtime.build import build_stack
+from stack.runtime.build import build_limits, build_stack
 
 # Keys of StackConfig applied at run time; the others need a restart.
-LIVE_KEYS = ("routes", "services", "forwards")
+LIVE_KEYS = ("routes", "services", "forwards", "forwarding", "limits")
 IGNORED_KEYS = ("source_path",)
 
 
@@ -39,9 +43,10 @@ class ReloadResult:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)     # "forwarding on", "limits nd_queue_max=4 ..."
 
     def summary(self) -> str:
-        parts = []
+        parts = list(self.changed)
         for what, items in (("route added", self.routes_added), ("route deleted", self.routes_deleted),
                             ("listening", self.started), ("stopped listening", self.stopped)):
             parts += [f"{what} {item}" for item in items]
@@ -88,9 +93,18 @@ def _route_args(stack: Any, r: RouteConfig) -> dict[str, Any]:
 
 
 def reload_config(old: StackConfig, new: StackConfig, stack: Any, services: Any, now: int) -> ReloadResult:
-    """Apply ``new``'s routes, services and forwards; raises ConfigError before changing anything."""
+    """Apply ``new``'s routes, services, forwards, forwarding and limits; raises
+    ConfigError before changing anything."""
     res = ReloadResult(needs_restart=needs_restart(old, new))
+    limits = build_limits(new) if dict(new.limits) != dict(old.limits) else None
     check_routes(old, new)
+    if new.forwarding != old.forwarding:
+        stack.set_forwarding(new.forwarding)
+        res.changed.append(f"forwarding {'on' if new.forwarding else 'off'}")
+    if limits is not None:
+        stack.set_limits(limits)
+        res.changed.append("limits " + (" ".join(f"{k}={v}" for k, v in sorted(new.limits.items()))
+                                        or "default"))
     file = new.source_path or "<config>"
     gone = [r for r in old.routes if r not in new.routes]
     added = [r for r in new.routes if r not in old.routes]

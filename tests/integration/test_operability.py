@@ -23,11 +23,14 @@ ECHO_ONLY = ONE_TAP + """
 echo = 7
 """
 
-RELOADED = ECHO_ONLY + """discard = 9
+RELOADED = "forwarding = true\n" + ECHO_ONLY + """discard = 9
 
 [[route]]
 to = "203.0.113.0/24"
 via = "2001:db8:1::1"
+
+[limits]
+nd_queue_max = 4
 """
 
 
@@ -93,11 +96,14 @@ def test_sighup_reload_keeps_established_connections(tapstack_factory: Factory) 
     try:
         assert session.roundtrip(b"before\n") == b"before\n"
 
-        # A route and discard appear; the established echo session goes on.
+        # A route and discard appear, router mode and a limit change; the established
+        # echo session goes on.
         sp.config_path.write_text(RELOADED.format(**sp.names))
         sp.proc.send_signal(signal.SIGHUP)
         wait_for("the reloaded route in `tapstack route`", lambda: "203.0.113.0/24" in routes(sp))
         wait_for("the reload log line", log_has(sp, "reloaded"))
+        assert ": forwarding on; limits nd_queue_max=4; route added 203.0.113.0/24" in sp.stderr()
+        assert "need a restart" not in sp.stderr()
         assert tcp_port_open(sp, 9)
         got = json.loads(sp.tapstack("route", "get", "203.0.113.7", "-j").stdout)
         assert got["dev"] == sp["tap0"] and got["gateway"] == "2001:db8:1::1"
@@ -123,6 +129,7 @@ def test_sighup_reload_keeps_established_connections(tapstack_factory: Factory) 
         sp.proc.send_signal(signal.SIGHUP)
         wait_for("the route to go", lambda: "203.0.113.0/24" not in routes(sp))
         wait_for("the needs-restart warning", log_has(sp, "changes to interfaces need a restart"))
+        assert ": forwarding off; limits default; route deleted 203.0.113.0/24" in sp.stderr()
         assert not tcp_port_open(sp, 9)
         addrs = {a["address"] for i in json.loads(sp.tapstack("addr", "-j").stdout) for a in i["addresses"]}
         assert "192.0.2.2" in addrs and "192.0.2.3" not in addrs
