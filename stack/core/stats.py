@@ -97,8 +97,27 @@ class Drop(StrEnum):
     TCP_NO_PORT = "tcp_no_port"
     TCP_BAD_SEGMENT = "tcp_bad_segment"
     TCP_BACKLOG_FULL = "tcp_backlog_full"
-    TCP_OUT_OF_WINDOW = "tcp_out_of_window"
+    TCP_OUT_OF_WINDOW = "tcp_out_of_window"      # beyond the receive window: ACKed (RFC 9293 §3.10.7.4)
     TCP_OOO_LIMIT = "tcp_ooo_limit"
+    # TCP segments a connection or listener does not act on (README "TCP drop reasons")
+    TCP_DUPLICATE = "tcp_duplicate"              # entirely below RCV.NXT (a retransmission): ACKed
+    TCP_PAWS = "tcp_paws"                        # RFC 7323 §5.3: TSval older than TS.Recent: ACKed
+    TCP_CLOSED = "tcp_closed"                    # reached a connection already CLOSED
+    TCP_RST_IN_WINDOW = "tcp_rst_in_window"      # RST in window, not at RCV.NXT: challenge ACK (RFC 5961 §3.2)
+    TCP_RST_TIME_WAIT = "tcp_rst_time_wait"      # RFC 1337: TIME-WAIT ignores RST
+    TCP_SYN_IN_WINDOW = "tcp_syn_in_window"      # SYN on a synchronized connection: challenge ACK (RFC 5961 §4.2)
+    TCP_NO_ACK = "tcp_no_ack"                    # RFC 9293 §3.10.7.4 fifth: ACK bit off
+    TCP_ACK_UNSENT = "tcp_ack_unsent"            # SEG.ACK > SND.NXT: ACKed (RFC 9293, RFC 5961 §5.2)
+    TCP_ACK_TOO_OLD = "tcp_ack_too_old"          # SEG.ACK < SND.UNA - MAX.SND.WND: challenge ACK (RFC 5961 §5.2)
+    TCP_OLD_ACK = "tcp_old_ack"                  # SEG.ACK < SND.UNA and nothing else in it: ignored
+    TCP_BAD_ACK = "tcp_bad_ack"                  # SYN-RECEIVED: ACK not of our SYN: RST
+    TCP_DATA_AFTER_FIN = "tcp_data_after_fin"    # text after the peer's FIN (RFC 9293 seventh: ignore)
+    TCP_RST_NO_ACK = "tcp_rst_no_ack"            # SYN-SENT: RST without ACK
+    TCP_NO_SYN = "tcp_no_syn"                    # SYN-SENT: neither SYN nor RST
+    TCP_LISTEN_RST = "tcp_listen_rst"            # RST to a listener (RFC 9293 §3.10.7.2 first)
+    TCP_LISTEN_ACK = "tcp_listen_ack"            # ACK to a listener, no SYN cookie: RST (second)
+    TCP_LISTEN_NO_SYN = "tcp_listen_no_syn"      # neither SYN, ACK nor RST to a listener
+    TCP_TIME_WAIT_OVERFLOW = "tcp_time_wait_overflow"  # max_time_wait reached: the connection skips TIME-WAIT
     # output
     NO_ROUTE = "no_route"
     NO_SOURCE = "no_source"

@@ -166,6 +166,7 @@ class TcpConnection(TcpOutput):
         """RFC 9293 §3.10.7: one arriving segment (ports already matched)."""
         st = self.state
         if st is TcpState.CLOSED or st is TcpState.LISTEN:
+            self.stats.drop(Drop.TCP_CLOSED)
             return
         if st is TcpState.SYN_SENT:
             self._on_syn_sent(seg, now)
@@ -193,7 +194,8 @@ class TcpConnection(TcpOutput):
             self._check_syn(now)
             return
         if not flags & ACK:
-            return                                          # RFC 9293 fifth: no ACK, drop
+            self.stats.drop(Drop.TCP_NO_ACK)                # RFC 9293 fifth: no ACK, drop
+            return
         if not self._check_ack(seg, seq_in, now):
             return
         if self.keepalive:
@@ -216,7 +218,7 @@ class TcpConnection(TcpOutput):
                 # blocks; Linux lets it through too (tcp_disordered_ack).
                 return True
             self.ack_now = True
-            self.stats.drop("tcp_paws")
+            self.stats.drop(Drop.TCP_PAWS)
             return False
         return True
 
@@ -245,7 +247,8 @@ class TcpConnection(TcpOutput):
                 self.ack_now = True                         # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
                 if self.state is TcpState.TIME_WAIT and seg.flags & FIN:
                     self.time_wait_at = now + 2 * self.config.msl   # RFC 9293: restart 2 MSL
-            self.stats.drop(Drop.TCP_OUT_OF_WINDOW)
+            # entirely before RCV.NXT: a duplicate (retransmission, keep-alive); else beyond the window
+            self.stats.drop(Drop.TCP_DUPLICATE if seq + length <= nxt else Drop.TCP_OUT_OF_WINDOW)
             return None
         flags, payload = seg.flags, seg.payload
         if seq < nxt:
@@ -264,6 +267,7 @@ class TcpConnection(TcpOutput):
     def _check_rst(self, seq: int, now: int) -> None:
         """RFC 9293 §3.10.7.4 second, with RFC 5961 §3.2."""
         if seq != self.rcv_nxt:
+            self.stats.drop(Drop.TCP_RST_IN_WINDOW)
             self._challenge_ack(now)                        # in window but not exact
             return
         st = self.state
@@ -277,13 +281,16 @@ class TcpConnection(TcpOutput):
             self._fail(errno.ECONNRESET, now)
         elif st is TcpState.CLOSING or st is TcpState.LAST_ACK:
             self._enter(TcpState.CLOSED, now)
-        # TIME-WAIT: RFC 1337 §3 (TIME-WAIT assassination), the RST is ignored.
+        else:
+            # TIME-WAIT: RFC 1337 §3 (TIME-WAIT assassination), the RST is ignored.
+            self.stats.drop(Drop.TCP_RST_TIME_WAIT)
 
     def _check_syn(self, now: int) -> None:
         """RFC 9293 §3.10.7.4 fourth, with RFC 5961 §4.2."""
         if self.state is TcpState.SYN_RECEIVED and self.passive:
             self._enter(TcpState.CLOSED, now)               # "return to LISTEN"
             return
+        self.stats.drop(Drop.TCP_SYN_IN_WINDOW)
         self._challenge_ack(now)
 
     def _challenge_ack(self, now: int) -> None:
@@ -302,6 +309,7 @@ class TcpConnection(TcpOutput):
         ack = unwrap(seg.ack, self.snd_una)
         if self.state is TcpState.SYN_RECEIVED:
             if not self.snd_una < ack <= self.snd_nxt:
+                self.stats.drop(Drop.TCP_BAD_ACK)
                 self._out.append(self._rst(ack))            # <SEQ=SEG.ACK><CTL=RST>
                 return False
             self.snd_wnd = seg.window << self.snd_wscale
@@ -311,9 +319,18 @@ class TcpConnection(TcpOutput):
             return True
         if ack > self.snd_nxt or ack < self.snd_una - self.max_snd_wnd:
             # RFC 5961 §5.2 (and RFC 9293: an ACK for something not yet sent).
+            self.stats.drop(Drop.TCP_ACK_UNSENT if ack > self.snd_nxt else Drop.TCP_ACK_TOO_OLD)
             self._challenge_ack(now)
             return False
         una_before = self.snd_una
+        if (ack < una_before and not seg.payload and not seg.flags & FIN
+                and not (self.sack_ok and seg.sack_blocks)):
+            # RFC 9293 fifth: "If the ACK is a duplicate (SEG.ACK < SND.UNA), it can be
+            # ignored"; with nothing else in it (no text, FIN or SACK blocks) it is.
+            self.stats.drop(Drop.TCP_OLD_ACK)
+            if self.keepalive:
+                self._arm_keepalive(now)                    # the peer is there all the same
+            return False
         duplicate = (ack == una_before and self.snd_nxt > una_before and not seg.payload
                      and not seg.flags & (SYN | FIN) and seg.window << self.snd_wscale == self.snd_wnd)
         if ack > una_before:
@@ -381,7 +398,8 @@ class TcpConnection(TcpOutput):
     def _process_text(self, seq: int, payload: bytes, now: int) -> None:
         """RFC 9293 §3.10.7.4 seventh: deliver in-order text, queue the rest."""
         if self.state not in RECEIVING:
-            return                                          # after a FIN: ignore
+            self.stats.drop(Drop.TCP_DATA_AFTER_FIN)        # after a FIN: ignore
+            return
         if self.app_closed:
             # RFC 9293 §3.10.4 / RFC 2525 §2.17: nobody will read this, reset.
             self.stats.count("tcp", "abort_on_data")
@@ -457,9 +475,12 @@ class TcpConnection(TcpOutput):
             # second: with an acceptable ACK the reset is valid (RFC 5961 §3.2 for SYN-SENT)
             if flags & ACK:
                 self._fail(errno.ECONNREFUSED, now)
+            else:
+                self.stats.drop(Drop.TCP_RST_NO_ACK)
             return
         if not flags & SYN:
-            return                                          # fifth: drop
+            self.stats.drop(Drop.TCP_NO_SYN)                # fifth: drop
+            return
         self._synchronize(seg, now)
         self._negotiate(seg, now)
         if not flags & ACK:

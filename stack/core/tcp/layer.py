@@ -241,13 +241,16 @@ class TcpLayer:
     def _on_listen(self, listener: TcpListener, key: Key, seg: TcpSegment, now: int) -> None:
         flags = seg.flags
         if flags & RST:
-            return                                                    # first: ignore RST
+            self.stats.drop(Drop.TCP_LISTEN_RST)                      # first: ignore RST
+            return
         if flags & ACK:
             if not flags & SYN and self._cookie_ack(listener, key, seg, now):
                 return
+            self.stats.drop(Drop.TCP_LISTEN_ACK)
             self._reset_for(key, seg, now)                            # second: any ACK is bad
             return
         if not flags & SYN:
+            self.stats.drop(Drop.TCP_LISTEN_NO_SYN)
             return
         if listener.accept_queue_full():
             self.stats.drop(Drop.TCP_BACKLOG_FULL)
@@ -479,7 +482,7 @@ class TcpLayer:
             self._transmit(conn, seg, now)
         if conn.state is TcpState.TIME_WAIT and conn not in self._time_wait:
             if len(self._time_wait) >= self.config.max_time_wait:
-                self.stats.drop("tcp_time_wait_overflow")      # as Linux: skip TIME-WAIT
+                self.stats.drop(Drop.TCP_TIME_WAIT_OVERFLOW)   # as Linux: skip TIME-WAIT
                 conn.leave_time_wait(now)
             else:
                 self._time_wait[conn] = None
