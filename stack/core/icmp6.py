@@ -103,7 +103,7 @@ class Icmp6:
         src = None if is_multicast6(f.dst) else f.dst
         zone = rcvif.ifindex if needs_zone(f.src) else 0
         try:
-            route = st.route_output(f.src, zone, src, now)
+            route, cached = st.route_output_cached(f.src, zone, src, now)
         except RouteError:
             st.stats.drop(Drop.NO_ROUTE)
             return
@@ -118,7 +118,7 @@ class Icmp6:
         else:
             msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
         st.stats.count("icmp6", "out_echo_replies")
-        st.ip_send(route, PROTO_ICMPV6, msg, now, tclass=f.tclass)
+        st.ip_send(route, PROTO_ICMPV6, msg, now, cached=cached, tclass=f.tclass)
 
     def _echo_reply(self, rcvif: Interface, f: Frame, now: int) -> None:
         body = f.buf[f.l4_off + 4:f.ip_end]

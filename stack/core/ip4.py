@@ -436,13 +436,14 @@ class Ip4:
                 st.stats.drop("icmp_echo_broadcast_ignored")   # RFC 1122 §3.2.2.6 MAY
                 return
             try:
-                route = st.route_output(f.src, 0, f.dst, now)
+                route, cached = st.route_output_cached(f.src, 0, f.dst, now)
             except RouteError:
                 st.stats.drop(Drop.NO_ROUTE)
                 return
             st.stats.count("icmp", "out_echo_replies")
             # RFC 1122 §3.2.2.6: the reply carries the request's identifier, sequence, data.
-            st.ip_send(route, PROTO_ICMP, w.build_icmpv4(w.ECHO_REPLY, 0, body[:4], body[4:]), now)
+            st.ip_send(route, PROTO_ICMP, w.build_icmpv4(w.ECHO_REPLY, 0, body[:4], body[4:]), now,
+                       cached=cached)
         elif t == w.ECHO_REPLY:
             self._echo_reply(f, body, now)
         elif t in (w.DEST_UNREACH, w.TIME_EXCEEDED, w.PARAM_PROBLEM):

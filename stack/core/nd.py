@@ -73,6 +73,9 @@ class NudState(enum.Enum):
     PERMANENT = "PERMANENT"
 
 
+_SEND_STATES = frozenset((NudState.REACHABLE, NudState.DELAY, NudState.PROBE, NudState.PERMANENT))
+
+
 class Pending(NamedTuple):
     """A packet waiting for resolution: the IP packet and its ethertype."""
 
@@ -272,6 +275,16 @@ class NeighborCache:
             del self.entries[k]
 
     # -- inputs ----------------------------------------------------------
+
+    def lladdr_for(self, ifindex: int, addr: bytes, now: int) -> bytes | None:
+        """``resolve``'s answer when it is a plain "send to this lladdr" with no state
+        change (REACHABLE, DELAY, PROBE, PERMANENT), else None: then call ``resolve``.
+        The per-packet fast path (no Pending built, no transition to trace)."""
+        e = self.entries.get((ifindex, addr))
+        if e is None or e.state not in _SEND_STATES:
+            return None
+        e.used_at = now
+        return e.lladdr
 
     def resolve(self, ifindex: int, addr: bytes, pending: Pending, now: int,
                 src_hint: bytes | None = None) -> tuple[bytes | None, list[Action]]:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 from stack.wire.addr import PREFIX_MASKS, fmt, fmt_prefix, mask_prefix
 
+MEMO_MAX = 1024             # RouteTable.lookup answers kept per generation
+_MISS = object()
+
 PROTO_LOCAL = "local"        # own address, via loopback
 PROTO_KERNEL = "kernel"      # connected prefix (ip route's "proto kernel")
 PROTO_STATIC = "static"      # configuration / tapstack route add
@@ -79,6 +82,11 @@ class RouteTable:
         self._plens: dict[int, list[int]] = {4: [], 6: []}
         self.gen = 1
         self._expiry: tuple[int, int | None] = (0, None)   # (gen, next_expiry()) of that gen
+        # lookup() results of this gen until the first route expiry (a FIB cache: routes
+        # are frozen and every change bumps gen); bounded, emptied when full.
+        self._memo: dict[tuple[bytes, int], object] = {}
+        self._memo_gen = 0
+        self._memo_until: int | None = None
 
     def bump(self) -> int:
         """Something that routing depends on changed (an address, a link)."""
@@ -143,6 +151,42 @@ class RouteTable:
 
     def lookup(self, dst: bytes, zone: int = 0, now: int | None = None) -> Route | None:
         """Longest-prefix match within dst's zone (zone 0 = global routes only)."""
+        if now is None:
+            return self._lookup(dst, zone, None)
+        # Memo of this gen's answers (a FIB cache: routes are frozen, every change bumps
+        # gen); an answer stands until the first route expiry after it was computed.
+        memo = self._memo
+        if self._memo_gen != self.gen or len(memo) >= MEMO_MAX \
+                or (self._memo_until is not None and now >= self._memo_until):
+            self._refresh_memo(now)
+        key = (dst, zone)
+        r = memo.get(key, _MISS)
+        if r is _MISS:
+            r = memo[key] = self._lookup(dst, zone, now)
+        return r  # type: ignore[return-value]
+
+    def _refresh_memo(self, now: int) -> None:
+        self._memo.clear()
+        self._memo_gen = self.gen
+        self._memo_until = self._next_expiry_after(now)
+
+    def stable_until(self, now: int) -> int | None:
+        """Until when (None: no end) every ``lookup`` answer of this gen given at
+        ``now`` or later stays right, unless gen changes: a bound for caches built on
+        lookups (Stack.route_output_cached)."""
+        if self._memo_gen != self.gen or (self._memo_until is not None and now >= self._memo_until):
+            self._refresh_memo(now)
+        return self._memo_until
+
+    def _next_expiry_after(self, now: int) -> int | None:
+        at = None
+        for r in self:
+            t = r.expires_at
+            if t is not None and t > now and (at is None or t < at):
+                at = t
+        return at
+
+    def _lookup(self, dst: bytes, zone: int, now: int | None) -> Route | None:
         n = len(dst)
         fam = 6 if n == 16 else 4
         tables = self._tables[fam]

@@ -75,6 +75,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 0: "hopopt", 44: "fr
 LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4)}
 LOOP_BUDGET = 10_000          # looped packets handled per core call (no livelock)
 PMTU_EXPIRY = s(600)          # RFC 8201 §4: at least 5 minutes
+OUT_CACHE_MAX = 1024          # route_output_cached decisions kept (emptied when full)
 _NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # The largest packet an IP header can describe, whatever the link MTU (lo has 65536):
 # IPv4 Total Length counts the header (RFC 791); IPv6 Payload Length does not (RFC 8200
@@ -124,6 +125,7 @@ class Stack:
         self._depth = 0
         self._next_ifindex = 2
         self.pmtu: dict[bytes, tuple[int, int]] = {}  # dst -> (mtu, expires_at)
+        self._out_cache: dict[tuple[bytes, int, bytes | None], tuple[OutRoute, int | None]] = {}
         self.nd = NeighborCache(self.rng, max_entries=self.limits.neighbor_cache_max,
                                 queue_max=self.limits.nd_queue_max, stats=self.stats)
         self.arp = NeighborCache(self.rng, max_entries=self.limits.arp_cache_max,
@@ -597,6 +599,25 @@ class Stack:
             return self._route4(dst, src, now)
         raise RouteError(errno.EINVAL, "bad destination address")
 
+    def route_output_cached(self, dst: bytes, zone: int, src: bytes | None, now: int) -> tuple[OutRoute, bool]:
+        """``route_output`` for per-packet answers (echo replies): (route, from_cache).
+        A decision is reused within its routing gen (every route, address and link change
+        bumps it) until the first route expiry; never for a destination with a learned
+        path MTU (that one ages). RouteError as route_output, never cached."""
+        cache = self._out_cache
+        key = (dst, zone, src)
+        hit = cache.get(key)
+        if hit is not None:
+            route, until = hit
+            if route.gen == self.routes.gen and (until is None or now < until):
+                return route, True
+        route = self.route_output(dst, zone, src, now)
+        if dst not in self.pmtu:
+            if len(cache) >= OUT_CACHE_MAX:
+                cache.clear()
+            cache[key] = (route, self.routes.stable_until(now))
+        return route, False
+
     def _route6(self, dst: bytes, zone: int, src: bytes | None, now: int) -> OutRoute:
         if needs_zone(dst):
             if not zone:
@@ -737,6 +758,12 @@ class Stack:
             if is_multicast6(nexthop):
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
                 return
+            mac = self.nd.lladdr_for(ifindex, nexthop, now)     # the common case: known
+            if mac is not None:
+                self.transmit(iface, mac, ethertype, packet)
+                if self.nd.transitions or self.arp.transitions:
+                    self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
+                return
             # An IPv4 packet via an IPv6 next hop (RFC 8950) uses the same ND entry as
             # IPv6 traffic to that neighbor; its IPv4 source is no NS source hint.
             hint6 = src_hint if src_hint is not None and len(src_hint) == 16 else None
@@ -747,6 +774,12 @@ class Stack:
                 return
             if is_multicast4(nexthop):
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
+                return
+            mac = self.arp.lladdr_for(ifindex, nexthop, now)
+            if mac is not None:
+                self.transmit(iface, mac, ethertype, packet)
+                if self.nd.transitions or self.arp.transitions:
+                    self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
                 return
             mac, actions = self.arp.resolve(ifindex, nexthop, Pending(ethertype, packet), now, src_hint)
         if actions:

@@ -39,3 +39,35 @@ def test_next_expiry_follows_every_change_of_the_table() -> None:
     assert t.next_expiry() == 900
     assert [r.expires_at for r in t.expire(900)] == [900]
     assert t.next_expiry() is None
+
+
+def test_memoized_lookups_follow_changes_and_expiry_without_a_poll() -> None:
+    t = RouteTable()
+    t.add(Route(ip6("2001:db8::"), 32, 2, 2))
+    t.add(Route(ip6("2001:db8:1::"), 64, 3, 3, expires_at=1000))
+    dst = ip6("2001:db8:1::9")
+    for now in (10, 20, 999):                               # memoized answers, still right
+        hit = t.lookup(dst, 0, now)
+        assert hit is not None and hit.ifindex == 3
+    assert t.stable_until(999) == 1000
+    hit = t.lookup(dst, 0, 1000)                            # expired: not in the answer, no expire()
+    assert hit is not None and hit.ifindex == 2
+    assert t.stable_until(1000) is None                     # nothing else expires
+    t.add(Route(ip6("2001:db8:1::"), 48, 4, 4))             # a change: the next lookup sees it
+    hit = t.lookup(dst, 0, 1001)
+    assert hit is not None and hit.ifindex == 4
+    t.remove(ip6("2001:db8:1::"), 48)
+    hit = t.lookup(dst, 0, 1002)
+    assert hit is not None and hit.ifindex == 2
+
+
+def test_memo_is_bounded_and_stays_correct_when_full() -> None:
+    from stack.core.routes import MEMO_MAX
+    t = RouteTable()
+    t.add(Route(ip6("2001:db8::"), 32, 2, 2))
+    t.add(Route(ip6("2001:db8:7::"), 48, 3, 3))
+    for i in range(MEMO_MAX * 2 + 5):
+        dst = ip6(f"2001:db8:{7 if i % 2 else 8}::{i:x}")
+        hit = t.lookup(dst, 0, 5)
+        assert hit is not None and hit.ifindex == (3 if i % 2 else 2)
+        assert len(t._memo) <= MEMO_MAX
