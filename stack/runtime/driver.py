@@ -35,6 +35,7 @@ core_log = logging.getLogger("tapstack.core")
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 MAX_SERVICE_ROUNDS = 64
+BUSY_POLL_MAX_NS = 1_000_000     # one busy-poll run yields to the loop after 1 ms
 
 
 class MonotonicClock:
@@ -49,7 +50,7 @@ Listener = Callable[[list[object]], None]
 
 class Driver:
     def __init__(self, stack: Any, clock: Any, loop: asyncio.AbstractEventLoop, *, batch: int = 64,
-                 pcap: PcapSet | None = None) -> None:
+                 pcap: PcapSet | None = None, busy_poll_us: int = 0) -> None:
         self.stack = stack
         self.clock = clock
         self.loop = loop
@@ -70,6 +71,8 @@ class Driver:
         self.faults_rx: dict[int, FaultInjector] = {}
         self.faults_tx: dict[int, FaultInjector] = {}
         self.listener_errors = 0
+        self.busy_poll_ns = busy_poll_us * 1000
+        self.busy_polls = 0
         # core's begin_batch/end_batch around the frames of one read (TCP: one ACK per run)
         self._batching = hasattr(stack, "begin_batch") and hasattr(stack, "end_batch")
         if pcap is not None and hasattr(stack, "loop_tap"):
@@ -129,6 +132,45 @@ class Driver:
         except LinkGone as e:
             self._link_gone(ifindex, e)
             return
+        self._process(ifindex, link, frames)
+        self.service()
+        if self.busy_poll_ns:
+            self._busy_poll()
+
+    def _busy_poll(self) -> None:
+        """Keep reading every link for ``busy_poll_ns`` after the last frame (as Linux
+        SO_BUSY_POLL): a request that follows our answer within the window is read at
+        once, with no epoll sleep and wake-up in between. Bounded per call by
+        BUSY_POLL_MAX_NS, so the control socket waits at most that long; a core
+        deadline that falls due ends it at once."""
+        clock = time.monotonic_ns
+        start = clock()
+        until = start + self.busy_poll_ns
+        stop = start + BUSY_POLL_MAX_NS
+        links = list(self.links.items())
+        while True:
+            got = False
+            for ifindex, link in links:
+                try:
+                    frames = link.read_batch(self.batch)
+                except LinkGone as e:
+                    self._link_gone(ifindex, e)
+                    return
+                if frames:
+                    got = True
+                    self._process(ifindex, link, frames)
+            if got:
+                self.service()
+                self.busy_polls += 1
+            t = clock()
+            if got:
+                until = t + self.busy_poll_ns
+            if t >= until or t >= stop:
+                return
+            if self._timer_at is not None and self.clock.now() >= self._timer_at:
+                return          # a core deadline is due: let the loop run the timer
+
+    def _process(self, ifindex: int, link: TapLink, frames: list[bytes]) -> None:
         if frames:
             now = self.clock.now()
             pcap = self.pcap
@@ -155,7 +197,6 @@ class Driver:
                     self.stack.end_batch(now)
                 except Exception:
                     self._core_error("end_batch")
-        self.service()
 
     def _link_gone(self, ifindex: int, e: LinkGone) -> None:
         link = self.links.pop(ifindex)
@@ -329,7 +370,7 @@ class Driver:
 
     def counters(self) -> dict[str, int]:
         return {"core_errors": self.core_errors, "listener_errors": self.listener_errors,
-                "tx_no_link": self.tx_no_link, "links_gone": len(self.gone)}
+                "tx_no_link": self.tx_no_link, "links_gone": len(self.gone), "busy_polls": self.busy_polls}
 
     def link_counters(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -116,7 +116,7 @@ class HostRuntime:
     # -- on the loop ----------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> Driver:
-        driver = Driver(self.stack, self.clock, loop, pcap=self.pcap)
+        driver = Driver(self.stack, self.clock, loop, pcap=self.pcap, busy_poll_us=self.cfg.busy_poll_us)
         for name, tap in self.taps.items():
             driver.add_link(self.stack.ifindex(name), tap)
         for iface in self.cfg.interfaces:

@@ -181,3 +181,69 @@ def test_core_exceptions_are_counted_not_fatal(env: Any, caplog: pytest.LogCaptu
     until(loop, lambda: link.written == [b"re:good"])
     assert drv.core_errors == 1 and "core receive failed" in caplog.text
     assert drv.counters()["core_errors"] == 1
+
+
+class ChattyStack(FakeStack):
+    """A peer that sends its next frame as soon as our answer to the previous one is
+    out: the wire gets frame n + 1 while the driver still handles frame n."""
+
+    def __init__(self, link: FakeLink, count: int) -> None:
+        super().__init__()
+        self.link = link
+        self.left = count
+
+    def receive(self, ifindex: int, frame: bytes, now: int) -> None:
+        super().receive(ifindex, frame, now)
+        self.left -= 1
+        if self.left > 0:
+            self.link.wire.send(b"f%d" % self.left)
+
+
+@pytest.mark.parametrize("busy_poll_us", [0, 200_000])
+def test_busy_poll_reads_what_arrives_within_the_window_in_the_same_wakeup(busy_poll_us: int) -> None:
+    loop = asyncio.new_event_loop()
+    link = FakeLink("tap0")
+    st = ChattyStack(link, 5)
+    drv = Driver(st, MonotonicClock(), loop, batch=4, busy_poll_us=busy_poll_us)
+    drv.add_link(2, link)  # type: ignore[arg-type]
+    wakeups = []
+    real = drv._on_readable
+
+    def counted(ifindex: int) -> None:
+        wakeups.append(ifindex)
+        real(ifindex)
+    drv._on_readable = counted  # type: ignore[method-assign]
+    drv.start()
+    try:
+        link.wire.send(b"f5")
+        until(loop, lambda: len(link.written) == 5)
+        assert link.written == [b"re:f5", b"re:f4", b"re:f3", b"re:f2", b"re:f1"]
+        if busy_poll_us:
+            # the first wake-up read all five; the window then ended with nothing more
+            assert wakeups == [2] and drv.busy_polls == 4
+            assert drv.counters()["busy_polls"] == 4
+        else:
+            assert len(wakeups) == 5 and drv.busy_polls == 0
+    finally:
+        drv.stop()
+        loop.close()
+
+
+def test_busy_poll_yields_to_a_due_core_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stack.runtime.driver as driver_mod
+    monkeypatch.setattr(driver_mod, "BUSY_POLL_MAX_NS", 10_000_000_000)   # only the timer can end it
+    loop = asyncio.new_event_loop()
+    link = FakeLink("tap0")
+    st = FakeStack()
+    drv = Driver(st, MonotonicClock(), loop, batch=4, busy_poll_us=10_000_000)   # 10 s window
+    drv.add_link(2, link)  # type: ignore[arg-type]
+    drv.start()
+    try:
+        st.deadline = drv.clock.now() + 1_000_000          # 1 ms
+        drv._reschedule()
+        link.wire.send(b"x")                                # starts a (long) busy-poll window
+        until(loop, lambda: st.polls == 1, timeout=5)       # the timer still fires
+        assert link.written == [b"re:x", b"timer"]
+    finally:
+        drv.stop()
+        loop.close()
