@@ -7,6 +7,7 @@ the ifindex of its link (RFC 4007 §6); zone 0 means "global / no zone".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 UNSPECIFIED6 = bytes(16)
@@ -45,11 +46,20 @@ def ip(text: str) -> bytes:
 
 def fmt(addr: bytes) -> str:
     """4 or 16 bytes -> canonical text."""
+    if type(addr) is bytes:
+        return _fmt_cached(addr)        # per connection (peer names, traces): ipaddress is slow
+    return _fmt(addr)
+
+
+def _fmt(addr: bytes) -> str:
     if len(addr) == 16:
         return str(ipaddress.IPv6Address(addr))
     if len(addr) == 4:
         return str(ipaddress.IPv4Address(addr))
     raise ValueError(f"not an IP address: {addr.hex()}")
+
+
+_fmt_cached = functools.lru_cache(maxsize=4096)(_fmt)
 
 
 def mac(text: str) -> bytes:
