@@ -323,10 +323,10 @@ class TcpConnection(TcpOutput):
             self._challenge_ack(now)
             return False
         una_before = self.snd_una
-        if (ack < una_before and not seg.payload and not seg.flags & FIN
-                and not (self.sack_ok and seg.sack_blocks)):
+        blocks = self._sack_blocks(seg) if self.sack_ok and seg.sack_blocks else []
+        if ack < una_before and not seg.payload and not seg.flags & FIN and not blocks:
             # RFC 9293 fifth: "If the ACK is a duplicate (SEG.ACK < SND.UNA), it can be
-            # ignored"; with nothing else in it (no text, FIN or SACK blocks) it is.
+            # ignored"; with nothing else in it (no text, FIN or usable SACK blocks) it is.
             self.stats.drop(Drop.TCP_OLD_ACK)
             if self.keepalive:
                 self._arm_keepalive(now)                    # the peer is there all the same
@@ -340,7 +340,6 @@ class TcpConnection(TcpOutput):
             self.snd_wl1, self.snd_wl2 = seq, ack
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         if self.snd_nxt > una_before:
-            blocks = self._sack_blocks(seg) if self.sack_ok and seg.sack_blocks else []
             self.cc.on_ack(una_before, self.snd_una, self.snd_nxt, blocks, duplicate)
         if ack > una_before:
             self._after_ack_of_fin(now)
@@ -353,6 +352,9 @@ class TcpConnection(TcpOutput):
             lo, hi = unwrap(left, self.snd_una), unwrap(right, self.snd_una)
             if self.snd_una < lo < hi <= self.snd_nxt:
                 out.append((lo, hi))
+        if len(out) < len(seg.sack_blocks):
+            # ignored, the segment itself goes on (Linux TCPSACKDiscard)
+            self.stats.count("tcp", "sack_discards", len(seg.sack_blocks) - len(out))
         return out
 
     def _ack_new(self, ack: int, seg: TcpSegment, now: int) -> None:

@@ -24,6 +24,7 @@ from tcp_harness import (
     tcp_frame,
 )
 from test_tcp_connection import close_wait, time_wait
+from test_tcp_output import SACK_ONLY
 
 from stack.core.clock import ms
 from stack.core.stats import Drop
@@ -136,3 +137,20 @@ def test_listener_segments_not_acted_on(flags: str, reason: str, answer: list[tu
     assert [(s.flags, s.seq) for s in ip.take()] == answer
     assert {k: v for k, v in ip.stats.drops.items() if v} == {reason: 1}
     assert la.connections == {}
+
+
+def test_sack_blocks_outside_the_send_window_are_discarded_and_counted() -> None:
+    """RFC 2018 §4: only blocks inside (SND.UNA, SND.NXT] mean anything. A block past
+    SND.NXT (nothing outstanding) or below SND.UNA is ignored and counted as
+    tcp.sack_discards (Linux TCPSACKDiscard); an old ACK whose blocks were all discarded
+    is an old ACK."""
+    c: TcpConnection = established(SACK_ONLY, sack_permitted=True)
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 1, sack=((ISS + 100, ISS + 200),)), at=0)
+    assert c.stats.get("tcp", "sack_discards") == 1 and expect(c, [], 0) == []
+    c.send(b"x" * 100)
+    c.dispatch(0)
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 101), at=0)
+    c.dispatch(0)
+    feed(c, seg("A", seq=IRS + 1, ack=ISS + 51, sack=((ISS + 1, ISS + 51), (ISS + 300, ISS + 400))), at=0)
+    assert c.stats.get("tcp", "sack_discards") == 3 and c.stats[Drop.TCP_OLD_ACK] == 1
+    assert expect(c, [], 0) == []
