@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stack.core.interface import Interface
+from stack.core.interface import Interface, Kind
 from stack.core.ipservice import OutRoute, RouteError, max_l4_len
 from stack.core.reasm import Reassembler
 from stack.core.stats import Drop
 from stack.wire.addr import (
     LOOPBACK6,
+    UNSPECIFIED6,
     is_link_local6,
     is_multicast6,
-    is_unspecified,
     multicast_scope,
     needs_zone,
 )
@@ -43,12 +43,17 @@ if TYPE_CHECKING:
     from stack.core.stack import Stack
 
 ND_TYPES = frozenset((133, 134, 135, 136, 137))
+_BYTE = tuple(bytes((i,)) for i in range(256))     # the hop limit byte, per packet
 # RFC 4443 §3.4 Parameter Problem codes
 PP_ERRONEOUS_FIELD = 0
 PP_UNRECOGNIZED_NH = 1
 PP_UNRECOGNIZED_OPTION = 2
 
 MAX_L4_LEN6 = max_l4_len(bytes(16))
+
+
+# the verdict when deliver() wrote the input trace line itself, before the protocol ran
+TRACED = "traced"
 
 
 class Ip6:
@@ -70,10 +75,15 @@ class Ip6:
         st = self.st
         st.stats.count("ipv6", "in_receives")
         verdict = self._input(rcvif, f, now, looped)
-        if st.tracer is not None:
-            st.tracer(f"ip6_input rcvif={rcvif.name} looped={int(looped)} "
-                      f"src={st.fmt_zoned(f.src, rcvif.ifindex)} dst={st.fmt_zoned(f.dst, rcvif.ifindex)} "
-                      f"proto={_proto_name(f.proto)} verdict={verdict}")
+        if st.tracer is not None and verdict != TRACED:
+            self._trace_input(rcvif, f, looped, verdict)
+
+    def _trace_input(self, rcvif: Interface, f: Frame, looped: bool, verdict: str) -> None:
+        st = self.st
+        assert st.tracer is not None
+        st.tracer(f"ip6_input rcvif={rcvif.name} looped={int(looped)} "
+                  f"src={st.fmt_zoned(f.src, rcvif.ifindex)} dst={st.fmt_zoned(f.dst, rcvif.ifindex)} "
+                  f"proto={_proto_name(f.proto)} verdict={verdict}")
 
     def _drop(self, reason: str) -> str:
         self.st.stats.drop(reason)
@@ -88,22 +98,34 @@ class Ip6:
         # RFC 4291 §2.5.3: ::1 must never arrive from a link.
         if not looped and (src == LOOPBACK6 or dst == LOOPBACK6):
             return self._drop(Drop.IPV6_LOOPBACK_FROM_WIRE)
-        if is_multicast6(src):
+        if src[0] == 0xFF:                          # is_multicast6, inlined (per packet)
             return self._drop(Drop.IPV6_BAD_SOURCE)
         nd_msg = f.proto == PROTO_ICMPV6 and f.icmp_type in ND_TYPES
         # Source address validation (FreeBSD D32915 as fixed by D35732): decided by
         # the looped mark, never by the receive interface's type. ND is exempt: DAD
         # must see a duplicate's advertisements.
-        if not looped and not nd_msg and not is_unspecified(src) \
-                and st.is_local_address(src, ifx if needs_zone(src) else 0):
-            return self._drop(Drop.IPV6_SPOOFED_OWN_SOURCE)
-        if is_multicast6(dst):
+        if not looped and not nd_msg and src != UNSPECIFIED6:
+            if needs_zone(src):
+                spoofed = st.is_local_address(src, ifx)
+            else:       # is_local_address for a global source, without the calls
+                spoofed = False
+                for _o_iface, a in st._owners6(src):
+                    if a.usable:
+                        spoofed = True
+                        break
+            if spoofed:
+                return self._drop(Drop.IPV6_SPOOFED_OWN_SOURCE)
+        if dst[0] == 0xFF:
             if multicast_scope(dst) == 1 and not looped:
                 return self._drop(Drop.IPV6_BAD_SCOPE)   # interface-local: only via loopback
             if not rcvif.accepts6(dst):
                 return self._drop(Drop.IPV6_NOT_FOR_US)
         else:
-            owner = st.owner6(dst, ifx if needs_zone(dst) else 0)
+            if needs_zone(dst):
+                owner = st.owner6(dst, ifx)
+            else:
+                owners = st._owners6(dst)
+                owner = owners[0] if owners else None
             if owner is None:
                 if looped:
                     return self._drop(Drop.IPV6_NOT_FOR_US)
@@ -137,23 +159,27 @@ class Ip6:
         return self.deliver(rcvif, f, now, looped)
 
     def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
+        """Hand a packet for us to its protocol. The trace line is written before the
+        protocol runs, so `tapstack trace` shows the input before the output it causes."""
         st = self.st
         proto = f.proto
-        if proto == PROTO_ICMPV6:
-            st.icmp6.handle(rcvif, f, now, looped)
-        elif proto == PROTO_UDP:
-            st.udp.handle(f, rcvif.ifindex, now)
-        elif proto == PROTO_TCP and st.tcp is not None:
-            st.tcp.handle(f, rcvif.ifindex, now)
-        elif proto == PROTO_NONE:
-            st.stats.count("ipv6", "in_no_next_header")
-        else:
+        if not (proto in (PROTO_ICMPV6, PROTO_UDP, PROTO_NONE) or (proto == PROTO_TCP and st.tcp is not None)):
             # RFC 8200 §4: unrecognized Next Header -> Parameter Problem code 1,
             # pointing at the field that named it.
             st.icmp6.error(f, 4, PP_UNRECOGNIZED_NH, _nh_pointer(f), rcvif, now)
             return self._drop(Drop.IPV6_UNKNOWN_PROTO)
         st.stats.count("ipv6", "in_delivers")
-        return "accept"
+        if st.tracer is not None:
+            self._trace_input(rcvif, f, looped, "accept")
+        if proto == PROTO_ICMPV6:
+            st.icmp6.handle(rcvif, f, now, looped)
+        elif proto == PROTO_UDP:
+            st.udp.handle(f, rcvif.ifindex, now)
+        elif proto == PROTO_TCP:
+            st.tcp.handle(f, rcvif.ifindex, now)
+        else:
+            st.stats.count("ipv6", "in_no_next_header")
+        return TRACED
 
     def _options(self, rcvif: Interface, f: Frame, off: int, length: int, now: int) -> str | None:
         """RFC 8200 §4.2: act on unrecognized options by their two high bits."""
@@ -193,7 +219,7 @@ class Ip6:
             return self._drop(Drop.IPV6_NOT_FOR_US)
         src, dst = f.src, f.dst
         # RFC 4291 §2.5.2: the unspecified address is never forwarded (either side).
-        if is_unspecified(src) or is_unspecified(dst):
+        if src == UNSPECIFIED6 or dst == UNSPECIFIED6:
             return self._drop(Drop.IPV6_MARTIAN)
         if f.eth_dst[0] & 1:
             return self._drop(Drop.IPV6_NOT_FOR_US)     # a link multicast for someone else
@@ -202,10 +228,11 @@ class Ip6:
             st.icmp6.error(f, 3, 0, 0, rcvif, now)
             return self._drop(Drop.IPV6_HOP_LIMIT_EXCEEDED)
         # RFC 4007 §9: the destination's zone comes from the arrival interface.
-        dst_zone = rcvif.ifindex if needs_zone(dst) else 0
+        dst_zoned = needs_zone(dst)
+        dst_zone = rcvif.ifindex if dst_zoned else 0
         r = st.routes.lookup(dst, dst_zone, now)
         out = st.interfaces.get(r.ifindex) if r is not None else None
-        if r is None or r.local or out is None or out.loopback or not out.up \
+        if r is None or r.local or out is None or out.kind is Kind.LOOPBACK or not out.up \
                 or out.ipv6_disabled:
             st.icmp6.error(f, 1, 0, 0, rcvif, now)     # RFC 4443 §3.1 code 0: no route
             return self._drop(Drop.IPV6_NO_ROUTE)
@@ -213,25 +240,26 @@ class Ip6:
         if is_link_local6(src) and r.ifindex != rcvif.ifindex:
             st.icmp6.error(f, 1, 2, 0, rcvif, now)     # code 2: beyond scope of source address
             return self._drop(Drop.IPV6_BEYOND_SCOPE)
-        packet = bytearray(f.ip_packet())
-        off = offload_of(f.buf)
+        buf, l3 = f.buf, f.l3_off
+        off = offload_of(buf) if type(buf) is not bytes else None
         if off is not None and off.gso:
             # A GSO packet from the kernel leaves as segments of gso_size (kept whole for
             # a link with offloads, split in software otherwise): those must fit.
-            size = f.l4_off - f.l3_off + (f.buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
+            size = f.l4_off - l3 + (buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
         else:
-            size = len(packet)
+            size = f.ip_end - l3
         if size > out.mtu:
             # RFC 8200 §5 / RFC 4443 §3.2: routers never fragment; PTB with the MTU.
             st.icmp6.error(f, 2, 0, out.mtu, rcvif, now)
             return self._drop(Drop.IPV6_TOO_BIG)
         nexthop = r.gateway if r.gateway is not None else dst
-        nh_zone = r.gw_zone if r.gateway is not None else (r.ifindex if needs_zone(dst) else 0)
         if r.ifindex == rcvif.ifindex:
             self._maybe_redirect(rcvif, f, r.gateway, now)
-        packet[7] = f.hop_limit - 1
+        # the hop limit decremented in the one copy made (no checksum covers it)
+        packet = buf[l3:l3 + 7] + _BYTE[f.hop_limit - 1] + buf[l3 + 8:f.ip_end]
         st.stats.count("ipv6", "out_forwarded")
         if st.tracer is not None:
+            nh_zone = r.gw_zone if r.gateway is not None else (r.ifindex if dst_zoned else 0)
             st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} "
                       f"src={st.fmt_zoned(src, rcvif.ifindex)} dst={st.fmt_zoned(dst, dst_zone)} "
                       f"nexthop={st.fmt_zoned(nexthop, nh_zone)}")
@@ -239,7 +267,7 @@ class Ip6:
             # the metadata goes with the packet; transmit keeps or resolves it (stack.transmit)
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, OffloadBytes.make(packet, off.shifted(-14)), now)
             return "forward"
-        st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, bytes(packet), now)
+        st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, packet, now)
         return "forward"
 
     def _maybe_redirect(self, rcvif: Interface, f: Frame, gateway: bytes | None, now: int) -> None:
