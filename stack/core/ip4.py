@@ -100,6 +100,10 @@ def is_link_local4(addr: bytes) -> bool:
     return addr[0] == 169 and addr[1] == 254
 
 
+# the verdict when deliver() wrote the input trace line itself, before the protocol ran
+TRACED = "traced"
+
+
 class Ip4:
     def __init__(self, stack: Stack) -> None:
         self.st = stack
@@ -146,9 +150,13 @@ class Ip4:
         st = self.st
         st.stats.count("ipv4", "in_receives")
         verdict = self._input(rcvif, f, now, looped)
-        if st.tracer is not None:
-            st.tracer(f"ip_input rcvif={rcvif.name} looped={int(looped)} src={fmt(f.src)} "
-                      f"dst={fmt(f.dst)} proto={_proto(f.proto)} verdict={verdict}")
+        if st.tracer is not None and verdict != TRACED:
+            self._trace_input(rcvif, f, looped, verdict)
+
+    def _trace_input(self, rcvif: Interface, f: Frame, looped: bool, verdict: str) -> None:
+        assert self.st.tracer is not None
+        self.st.tracer(f"ip_input rcvif={rcvif.name} looped={int(looped)} src={fmt(f.src)} "
+                       f"dst={fmt(f.dst)} proto={_proto(f.proto)} verdict={verdict}")
 
     def _drop(self, reason: str) -> str:
         self.st.stats.drop(reason)
@@ -181,7 +189,7 @@ class Ip4:
             if whole is None:
                 return "reassembling"
             f = whole[0]
-        return self.deliver(rcvif, f, now)
+        return self.deliver(rcvif, f, now, looped)
 
     def _options(self, rcvif: Interface, f: Frame, now: int) -> str | None:
         """RFC 791 §3.1 options are skipped, with two exceptions: a malformed option
@@ -197,20 +205,24 @@ class Ip4:
             return self._drop(Drop.IPV4_SOURCE_ROUTE)
         return None
 
-    def deliver(self, rcvif: Interface, f: Frame, now: int) -> str:
+    def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool = False) -> str:
+        """Hand a packet for us to its protocol. The trace line is written before the
+        protocol runs, so `tapstack trace` shows the input before the output it causes."""
         st = self.st
         proto = f.proto
+        if not (proto in (PROTO_ICMP, PROTO_UDP) or (proto == PROTO_TCP and st.tcp is not None)):
+            self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_PROTOCOL, rcvif, now)  # RFC 1122 §3.2.2.1
+            return self._drop(Drop.IPV4_UNKNOWN_PROTO)
+        st.stats.count("ipv4", "in_delivers")
+        if st.tracer is not None:
+            self._trace_input(rcvif, f, looped, "accept")
         if proto == PROTO_ICMP:
             self._icmp(rcvif, f, now)
         elif proto == PROTO_UDP:
             st.udp.handle(f, rcvif.ifindex, now)
-        elif proto == PROTO_TCP and st.tcp is not None:
-            st.tcp.handle(f, rcvif.ifindex, now)
         else:
-            self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_PROTOCOL, rcvif, now)  # RFC 1122 §3.2.2.1
-            return self._drop(Drop.IPV4_UNKNOWN_PROTO)
-        st.stats.count("ipv4", "in_delivers")
-        return "accept"
+            st.tcp.handle(f, rcvif.ifindex, now)
+        return TRACED
 
     # -- forwarding ------------------------------------------------------------------
 

@@ -243,6 +243,21 @@ def test_ping_self_link_local_is_received_on_origifp_marked_looped() -> None:
                for line in lines), lines
 
 
+def test_trace_shows_each_input_before_the_output_it_causes() -> None:
+    """A looped ping reads in causal order: request out, request in, reply out, reply in."""
+    st, clock = one_stack()
+    lines = traced(st)
+    st.icmp6.ping_send(GA_A, 0, 5, 1, b"me", clock.now())
+    st.poll(clock.now())
+    order = [(line.split()[0], "looped=1" in line) for line in lines if line.startswith("ip6_")]
+    assert order == [("ip6_output", False), ("ip6_input", True), ("ip6_output", False), ("ip6_input", True)], lines
+    st.add_neighbor(IF, GA_B, MAC_B, clock.now())
+    lines.clear()
+    st.receive(IF, echo_from_b(dst=GA_A, src=GA_B), clock.now())
+    assert [line.split()[0] for line in lines] == ["ip6_input", "ip6_output"], lines
+    assert "verdict=accept" in lines[0]
+
+
 def test_source_validation_drops_own_source_from_wire_but_not_looped() -> None:
     st, clock = one_stack()
     st.add_neighbor(IF, GA_B, MAC_B, clock.now())
