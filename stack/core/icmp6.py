@@ -100,7 +100,7 @@ class Icmp6:
     def _echo_request(self, rcvif: Interface, f: Frame, now: int) -> None:
         st = self.st
         body = f.buf[f.l4_off + 4:f.ip_end]
-        src = None if is_multicast6(f.dst) else f.dst
+        src = None if f.dst[0] == 0xFF else f.dst       # is_multicast6
         zone = rcvif.ifindex if needs_zone(f.src) else 0
         try:
             route, cached = st.route_output_cached(f.src, zone, src, now)
@@ -118,7 +118,7 @@ class Icmp6:
         else:
             msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
         st.stats.count("icmp6", "out_echo_replies")
-        st.ip_send(route, PROTO_ICMPV6, msg, now, cached=cached, tclass=f.tclass)
+        st.ip6.output(route, PROTO_ICMPV6, msg, now, cached=cached, tclass=f.tclass)   # ip_send, IPv6
 
     def _echo_reply(self, rcvif: Interface, f: Frame, now: int) -> None:
         body = f.buf[f.l4_off + 4:f.ip_end]

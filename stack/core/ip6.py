@@ -311,7 +311,7 @@ class Ip6:
             st.stats.drop(Drop.IPV6_OUT_TOO_BIG)   # sockets and ping refuse these with EMSGSIZE first
             return
         if hop_limit is None:
-            if is_multicast6(route.dst):
+            if route.dst[0] == 0xFF:         # is_multicast6
                 hop_limit = 1
             else:
                 hop_limit = st.interfaces[route.origifp].nd.cur_hop_limit
@@ -334,7 +334,8 @@ class Ip6:
             return
         # A cached route keeps the MTU of its time; a Packet Too Big learned since
         # (RFC 8201 §4) applies at once.
-        mtu = st.path_mtu(route.dst, route.mtu, now)
+        # route.mtu came from path_mtu; with no learned path MTU at all it stands as is
+        mtu = st.path_mtu(route.dst, route.mtu, now) if st.pmtu else route.mtu
         if len(packet) > mtu and type(packet) is not bytes:
             off = offload_of(packet)
             if off is not None and off.gso:

@@ -424,7 +424,7 @@ class Stack:
 
     def _receive(self, ifindex: int, frame: bytes, now: int) -> None:
         iface = self.interfaces.get(ifindex)
-        if iface is None or iface.loopback:
+        if iface is None or iface.kind is Kind.LOOPBACK:
             self.stats.drop(Drop.IFACE_UNKNOWN)
             return
         c = iface.counters
@@ -751,11 +751,11 @@ class Stack:
         """Resolve nexthop on ifindex (ND for IPv6 next hops, also under IPv4
         payloads; ARP for IPv4 next hops) and send, or queue until resolved."""
         iface = self.interfaces.get(ifindex)
-        if iface is None or iface.loopback:
+        if iface is None or iface.kind is Kind.LOOPBACK:
             self.stats.drop(Drop.IFACE_UNKNOWN)
             return
         if len(nexthop) == 16:
-            if is_multicast6(nexthop):
+            if nexthop[0] == 0xFF:      # is_multicast6, inlined (per packet)
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
                 return
             mac = self.nd.lladdr_for(ifindex, nexthop, now)     # the common case: known
