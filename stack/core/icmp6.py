@@ -72,6 +72,7 @@ class Icmp6:
         self.st = stack
         self.bucket = TokenBucket(stack.limits.icmp_error_rate, stack.limits.icmp_error_burst)
         self.pings: dict[int, dict[int, int]] = {}    # ident -> {seq: sent_at}
+        self.c = stack.stats.of("icmp6")    # bumped directly on the per-packet paths
 
     # -- input ------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class Icmp6:
             st.stats.drop(Drop.BAD_CHECKSUM)
             return
         t = f.icmp_type
-        st.stats.count("icmp6", _IN_TYPE[t])
+        self.c[_IN_TYPE[t]] += 1
         if t == w.ECHO_REQUEST:
             self._echo_request(rcvif, f, now)
         elif t == w.ECHO_REPLY:
@@ -117,7 +118,7 @@ class Icmp6:
             msg = bytes((w.ECHO_REPLY, 0)) + (~s & 0xFFFF).to_bytes(2, "big") + body
         else:
             msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
-        st.stats.count("icmp6", "out_echo_replies")
+        self.c["out_echo_replies"] += 1
         st.ip6.output(route, PROTO_ICMPV6, msg, now, cached=cached, tclass=f.tclass)   # ip_send, IPv6
 
     def _echo_reply(self, rcvif: Interface, f: Frame, now: int) -> None:

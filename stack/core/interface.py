@@ -61,7 +61,8 @@ class Addr6:
     @property
     def usable(self) -> bool:
         """May be used as a source and may receive (RFC 4862 §5.4: not tentative)."""
-        return self.state in (AddrState.PREFERRED, AddrState.DEPRECATED, AddrState.OPTIMISTIC)
+        state = self.state      # per packet: identity tests, no tuple, no Enum.__eq__
+        return state is AddrState.PREFERRED or state is AddrState.OPTIMISTIC or state is AddrState.DEPRECATED
 
     @property
     def optimistic(self) -> bool:

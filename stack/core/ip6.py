@@ -62,6 +62,7 @@ class Ip6:
         self.reasm = Reassembler(stack, family=6)
         self.frag_ident = stack.rng.getrandbits(32)
         self.send_redirects = True      # RFC 4861 §8.2 (router mode only)
+        self.c = stack.stats.of("ipv6")  # bumped directly on the per-packet paths
 
     def poll(self, now: int) -> None:
         self.reasm.poll(now)
@@ -73,7 +74,7 @@ class Ip6:
 
     def handle(self, rcvif: Interface, f: Frame, now: int, *, looped: bool) -> None:
         st = self.st
-        st.stats.count("ipv6", "in_receives")
+        self.c["in_receives"] += 1
         verdict = self._input(rcvif, f, now, looped)
         if st.tracer is not None and verdict != TRACED:
             self._trace_input(rcvif, f, looped, verdict)
@@ -168,7 +169,7 @@ class Ip6:
             # pointing at the field that named it.
             st.icmp6.error(f, 4, PP_UNRECOGNIZED_NH, _nh_pointer(f), rcvif, now)
             return self._drop(Drop.IPV6_UNKNOWN_PROTO)
-        st.stats.count("ipv6", "in_delivers")
+        self.c["in_delivers"] += 1
         if st.tracer is not None:
             self._trace_input(rcvif, f, looped, "accept")
         if proto == PROTO_ICMPV6:
@@ -257,7 +258,7 @@ class Ip6:
             self._maybe_redirect(rcvif, f, r.gateway, now)
         # the hop limit decremented in the one copy made (no checksum covers it)
         packet = buf[l3:l3 + 7] + _BYTE[f.hop_limit - 1] + buf[l3 + 8:f.ip_end]
-        st.stats.count("ipv6", "out_forwarded")
+        self.c["out_forwarded"] += 1
         if st.tracer is not None:
             nh_zone = r.gw_zone if r.gateway is not None else (r.ifindex if dst_zoned else 0)
             st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} "
@@ -318,7 +319,7 @@ class Ip6:
         packet = build_ipv6(route.src, route.dst, proto, l4, hop_limit, tclass)
         if gso and len(packet) > route.mtu:
             packet = OffloadBytes.make(packet, tcp_gso(packet, gso))     # TSO: see Stack.tso_max
-        st.stats.count("ipv6", "out_requests")
+        self.c["out_requests"] += 1
         if st.tracer is not None:
             st.tracer(f"ip6_output ifp={st.ifname(route.ifp)} origifp={st.ifname(route.origifp)} "
                       f"src={st.fmt_zoned(route.src, route.src_zone)} "

@@ -146,6 +146,14 @@ class Stats:
         except KeyError:
             self.counters[proto] = Counter({name: n})
 
+    def of(self, proto: str) -> Counter[str]:
+        """The counters of one protocol, for a per-packet path to bump directly
+        (``c["in_receives"] += 1``, no call); an empty one is left out of snapshots."""
+        c = self.counters.get(proto)
+        if c is None:
+            c = self.counters[proto] = Counter()
+        return c
+
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[str(reason)] += n
 
@@ -157,6 +165,7 @@ class Stats:
         return c[name] if c is not None else 0
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {p: dict(sorted(c.items())) for p, c in sorted(self.counters.items())}
+        out: dict[str, dict[str, int]] = {p: dict(sorted(c.items())) for p, c in sorted(self.counters.items())
+                                            if c}
         out["drops"] = dict(sorted(self.drops.items()))
         return out
