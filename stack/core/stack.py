@@ -82,6 +82,7 @@ _NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # §3; jumbograms, RFC 2675, are not supported). Path MTU and the TCP MSS stop here.
 MAX_PACKET4 = 65535
 MAX_PACKET6 = 65535 + 40
+_ETYPE_BYTES = {et: et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4, ETHERTYPE_ARP)}
 
 
 @dataclass(slots=True)
@@ -403,7 +404,7 @@ class Stack:
             self._receive(ifindex, frame, now)
         finally:
             self._depth -= 1
-        if self._depth == 0:
+        if self._depth == 0 and self._loop_q:
             self._run_loopback(now)
 
     def begin_batch(self) -> None:
@@ -794,9 +795,14 @@ class Stack:
             if off is not None:
                 self._transmit_offload(iface, eth_header(dst_mac, iface.mac, ethertype), packet, off)
                 return
-        frame = eth_header(dst_mac, iface.mac, ethertype) + packet
-        iface.counters.tx_packets += 1
-        iface.counters.tx_bytes += len(frame)
+        et = _ETYPE_BYTES.get(ethertype)
+        if et is not None and len(dst_mac) == 6 and len(iface.mac) == 6:    # eth_header, inlined
+            frame = dst_mac + iface.mac + et + packet
+        else:
+            frame = eth_header(dst_mac, iface.mac, ethertype) + packet
+        c = iface.counters
+        c.tx_packets += 1
+        c.tx_bytes += len(frame)
         self.tx.append((iface.ifindex, frame))
 
     def _transmit_offload(self, iface: Interface, eth: bytes, packet: bytes, off: Offload) -> None:
