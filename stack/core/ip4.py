@@ -51,11 +51,12 @@ from stack.wire.addr import (
     needs_zone,
     prefix_match,
 )
-from stack.wire.checksum import checksum_adjust
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Frame
 from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
 from stack.wire.ipv4 import OPT_LSRR, OPT_SSRR, build_ipv4, fragment_ipv4, iter_options
+
+_BCAST: dict[tuple[bytes, int], bytes] = {}     # broadcast4 memo: (addr, plen) -> broadcast
 
 if TYPE_CHECKING:
     from stack.core.stack import Stack
@@ -131,8 +132,19 @@ class Ip4:
 
     def is_broadcast(self, iface: Interface, addr: bytes) -> bool:
         """255.255.255.255 or a directed broadcast of one of iface's subnets."""
-        return addr == BROADCAST4 or any(
-            a.plen < 31 and broadcast4(a.addr, a.plen) == addr for a in iface.addrs4)
+        if addr == BROADCAST4:
+            return True
+        for a in iface.addrs4:       # several times per packet: no generator, memoized broadcast4
+            if a.plen < 31:
+                key = (a.addr, a.plen)
+                b = _BCAST.get(key)
+                if b is None:
+                    if len(_BCAST) >= 1024:
+                        _BCAST.clear()
+                    b = _BCAST[key] = broadcast4(a.addr, a.plen)
+                if b == addr:
+                    return True
+        return False
 
     def is_any_broadcast(self, addr: bytes) -> bool:
         return any(self.is_broadcast(iface, addr) for iface in self.st.interfaces.values())
@@ -255,25 +267,29 @@ class Ip4:
         # RFC 2644: directed broadcasts are not forwarded by default.
         if r.gateway is None and self.is_broadcast(out, dst):
             return self._drop(Drop.IPV4_DIRECTED_BROADCAST)
-        packet = bytearray(f.ip_packet())
+        buf, l3 = f.buf, f.l3_off
         mtu = out.mtu
-        off = offload_of(f.buf)
+        off = offload_of(buf) if type(buf) is not bytes else None
         if off is not None and off.gso:
             # A GSO packet from the kernel leaves as segments of gso_size (kept whole for
             # a link with offloads, split in software otherwise): those must fit.
-            size = f.l4_off - f.l3_off + (f.buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
+            size = f.l4_off - l3 + (buf[f.l4_off + 12] >> 4) * 4 + off.gso_size
         else:
-            size = len(packet)
+            size = f.ip_end - l3
         if size > mtu and f.df:
             # RFC 1812 §5.2.7.1 / RFC 1191 §4: code 4 with the next-hop MTU.
             self.icmp_error(f, w.DEST_UNREACH, w.UNREACH_FRAG_NEEDED, rcvif, now, mtu=mtu)
             return self._drop(Drop.IPV4_NEEDS_FRAG)
         # RFC 1812 §5.3.1: decrement TTL; RFC 1624 eqn. 3 updates the header checksum
         # for the changed TTL/Protocol word.
-        old_word = bytes(packet[8:10])
-        packet[8] -= 1
-        csum = checksum_adjust(int.from_bytes(packet[10:12], "big"), old_word, bytes(packet[8:10]))
-        packet[10:12] = csum.to_bytes(2, "big")
+        # (checksum_adjust for the one word, inlined): m' = m - 0x100; one copy made.
+        ttl, proto = buf[l3 + 8], buf[l3 + 9]
+        m = (ttl << 8) | proto
+        total = (~((buf[l3 + 10] << 8) | buf[l3 + 11]) & 0xFFFF) + (~m & 0xFFFF) + m - 0x100
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        csum = ~total & 0xFFFF
+        packet = buf[l3:l3 + 8] + bytes((ttl - 1, proto, csum >> 8, csum & 0xFF)) + buf[l3 + 12:f.ip_end]
         if r.ifindex == rcvif.ifindex and len(nexthop) == 4:
             self._maybe_redirect(rcvif, f, nexthop, now)
         st.stats.count("ipv4", "out_forwarded")
@@ -285,12 +301,12 @@ class Ip4:
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, OffloadBytes.make(packet, off.shifted(-14)), now)
             return "forward"
         if len(packet) <= mtu:
-            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, bytes(packet), now)
+            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, packet, now)
             return "forward"
         # RFC 1812 §5.2.6 / RFC 791 §3.2: DF clear, fragment (options copied per rule).
         if off is not None and off.gso:
             try:
-                pieces = [p for seg in gso_segment(bytes(packet), off.gso_size) for p in fragment_ipv4(seg, mtu)]
+                pieces = [p for seg in gso_segment(packet, off.gso_size) for p in fragment_ipv4(seg, mtu)]
             except ParseError as e:
                 return self._drop("offload_" + e.reason)
             st.stats.count("ipv4", "out_frag_creates", len(pieces))
@@ -301,7 +317,7 @@ class Ip4:
             # A fragment whose data lies past 65535 (as reassembly refuses it): pieces
             # after the first would need offsets no header can carry.
             return self._drop(Drop.FRAG_BAD)
-        pieces = fragment_ipv4(bytes(packet), mtu)
+        pieces = fragment_ipv4(packet, mtu)
         st.stats.count("ipv4", "out_frag_creates", len(pieces))
         for p in pieces:
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, p, now)
