@@ -561,7 +561,11 @@ class Stack:
     def is_local_address(self, addr: bytes, zone: int) -> bool:
         """addr is a usable address of ours (in zone, for link-local)."""
         if len(addr) == 4:
-            return any(iface.find4(addr) is not None for iface in self.interfaces.values())
+            for ifc in self.interfaces.values():      # twice per IPv4 packet: no generator
+                for a4 in ifc.addrs4:
+                    if a4.addr == addr:
+                        return True
+            return False
         if needs_zone(addr):
             iface = self.interfaces.get(zone)
             a = iface.find6(addr) if iface is not None else None
