@@ -33,7 +33,7 @@ from stack.core.clock import s
 from stack.core.events import EchoReply, PingError
 from stack.core.icmp6 import TokenBucket
 from stack.core.interface import Interface
-from stack.core.ipservice import OutRoute, RouteError, max_l4_len, message_too_long
+from stack.core.ipservice import TRACED, OutRoute, RouteError, max_l4_len, message_too_long
 from stack.core.nd import Pending
 from stack.core.reasm import Reassembler
 from stack.core.routes import PROTO_REDIRECT
@@ -51,12 +51,11 @@ from stack.wire.addr import (
     needs_zone,
     prefix_match,
 )
+from stack.wire.checksum import checksum_adjust_word
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Frame
 from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
 from stack.wire.ipv4 import OPT_LSRR, OPT_SSRR, build_ipv4, fragment_ipv4, iter_options
-
-_BCAST: dict[tuple[bytes, int], bytes] = {}     # broadcast4 memo: (addr, plen) -> broadcast
 
 if TYPE_CHECKING:
     from stack.core.stack import Stack
@@ -101,9 +100,6 @@ def is_link_local4(addr: bytes) -> bool:
     return addr[0] == 169 and addr[1] == 254
 
 
-# the verdict when deliver() wrote the input trace line itself, before the protocol ran
-TRACED = "traced"
-
 
 class Ip4:
     def __init__(self, stack: Stack) -> None:
@@ -134,16 +130,10 @@ class Ip4:
         """255.255.255.255 or a directed broadcast of one of iface's subnets."""
         if addr == BROADCAST4:
             return True
-        for a in iface.addrs4:       # several times per packet: no generator, memoized broadcast4
-            if a.plen < 31:
-                key = (a.addr, a.plen)
-                b = _BCAST.get(key)
-                if b is None:
-                    if len(_BCAST) >= 1024:
-                        _BCAST.clear()
-                    b = _BCAST[key] = broadcast4(a.addr, a.plen)
-                if b == addr:
-                    return True
+        # several times per packet: a loop, not any() over a generator; broadcast4 is memoized
+        for a in iface.addrs4:  # noqa: SIM110
+            if a.plen < 31 and broadcast4(a.addr, a.plen) == addr:
+                return True
         return False
 
     def is_any_broadcast(self, addr: bytes) -> bool:
@@ -217,7 +207,7 @@ class Ip4:
             return self._drop(Drop.IPV4_SOURCE_ROUTE)
         return None
 
-    def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool = False) -> str:
+    def deliver(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
         """Hand a packet for us to its protocol. The trace line is written before the
         protocol runs, so `tapstack trace` shows the input before the output it causes."""
         st = self.st
@@ -282,13 +272,10 @@ class Ip4:
             return self._drop(Drop.IPV4_NEEDS_FRAG)
         # RFC 1812 §5.3.1: decrement TTL; RFC 1624 eqn. 3 updates the header checksum
         # for the changed TTL/Protocol word.
-        # (checksum_adjust for the one word, inlined): m' = m - 0x100; one copy made.
+        # m' = m - 0x100; one copy made.
         ttl, proto = buf[l3 + 8], buf[l3 + 9]
         m = (ttl << 8) | proto
-        total = (~((buf[l3 + 10] << 8) | buf[l3 + 11]) & 0xFFFF) + (~m & 0xFFFF) + m - 0x100
-        total = (total & 0xFFFF) + (total >> 16)
-        total = (total & 0xFFFF) + (total >> 16)
-        csum = ~total & 0xFFFF
+        csum = checksum_adjust_word((buf[l3 + 10] << 8) | buf[l3 + 11], m, m - 0x100)
         packet = buf[l3:l3 + 8] + bytes((ttl - 1, proto, csum >> 8, csum & 0xFF)) + buf[l3 + 12:f.ip_end]
         if r.ifindex == rcvif.ifindex and len(nexthop) == 4:
             self._maybe_redirect(rcvif, f, nexthop, now)

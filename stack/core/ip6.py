@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stack.core.interface import Interface, Kind
-from stack.core.ipservice import OutRoute, RouteError, max_l4_len
+from stack.core.ipservice import TRACED, OutRoute, RouteError, max_l4_len
 from stack.core.reasm import Reassembler
 from stack.core.stats import Drop
 from stack.wire.addr import (
@@ -50,10 +50,6 @@ PP_UNRECOGNIZED_NH = 1
 PP_UNRECOGNIZED_OPTION = 2
 
 MAX_L4_LEN6 = max_l4_len(bytes(16))
-
-
-# the verdict when deliver() wrote the input trace line itself, before the protocol ran
-TRACED = "traced"
 
 
 class Ip6:
@@ -105,28 +101,15 @@ class Ip6:
         # Source address validation (FreeBSD D32915 as fixed by D35732): decided by
         # the looped mark, never by the receive interface's type. ND is exempt: DAD
         # must see a duplicate's advertisements.
-        if not looped and not nd_msg and src != UNSPECIFIED6:
-            if needs_zone(src):
-                spoofed = st.is_local_address(src, ifx)
-            else:       # is_local_address for a global source, without the calls
-                spoofed = False
-                for _o_iface, a in st._owners6(src):
-                    if a.usable:
-                        spoofed = True
-                        break
-            if spoofed:
-                return self._drop(Drop.IPV6_SPOOFED_OWN_SOURCE)
+        if not looped and not nd_msg and src != UNSPECIFIED6 and st.is_local_address(src, ifx):
+            return self._drop(Drop.IPV6_SPOOFED_OWN_SOURCE)     # (the zone counts for link-local only)
         if dst[0] == 0xFF:
             if multicast_scope(dst) == 1 and not looped:
                 return self._drop(Drop.IPV6_BAD_SCOPE)   # interface-local: only via loopback
             if not rcvif.accepts6(dst):
                 return self._drop(Drop.IPV6_NOT_FOR_US)
         else:
-            if needs_zone(dst):
-                owner = st.owner6(dst, ifx)
-            else:
-                owners = st._owners6(dst)
-                owner = owners[0] if owners else None
+            owner = st.owner6(dst, ifx)
             if owner is None:
                 if looped:
                     return self._drop(Drop.IPV6_NOT_FOR_US)

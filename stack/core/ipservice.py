@@ -41,6 +41,11 @@ class RouteError(OSError):
         super().__init__(err, detail or _errno.errorcode.get(err, str(err)))
 
 
+# ip6/ip4 input verdict when deliver() already wrote the input trace line (before the
+# protocol ran, so the trace shows an input ahead of the output it causes)
+TRACED = "traced"
+
+
 def max_l4_len(dst: bytes) -> int:
     """Largest upper-layer message (header included) one IP datagram can carry toward
     ``dst``, fragmented if need be: 65535 less the IPv4 header, or the IPv6 Payload

@@ -82,7 +82,6 @@ _NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # §3; jumbograms, RFC 2675, are not supported). Path MTU and the TCP MSS stop here.
 MAX_PACKET4 = 65535
 MAX_PACKET6 = 65535 + 40
-_ETYPE_BYTES = {et: et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV4, ETHERTYPE_ARP)}
 
 
 @dataclass(slots=True)
@@ -570,7 +569,11 @@ class Stack:
             iface = self.interfaces.get(zone)
             a = iface.find6(addr) if iface is not None else None
             return a is not None and a.usable
-        return any(a.usable for _iface, a in self._owners6(addr))
+        # per received packet: a loop, not any() over a generator
+        for _iface, a in self._owners6(addr):  # noqa: SIM110
+            if a.usable:
+                return True
+        return False
 
     def _owners6(self, addr: bytes) -> list[tuple[Interface, Addr6]]:
         """Every (interface, Addr6) holding addr, in interface order."""
@@ -763,16 +766,10 @@ class Stack:
             if nexthop[0] == 0xFF:      # is_multicast6, inlined (per packet)
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
                 return
-            mac = self.nd.lladdr_for(ifindex, nexthop, now)     # the common case: known
-            if mac is not None:
-                self.transmit(iface, mac, ethertype, packet)
-                if self.nd.transitions or self.arp.transitions:
-                    self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
-                return
             # An IPv4 packet via an IPv6 next hop (RFC 8950) uses the same ND entry as
             # IPv6 traffic to that neighbor; its IPv4 source is no NS source hint.
-            hint6 = src_hint if src_hint is not None and len(src_hint) == 16 else None
-            mac, actions = self.nd.resolve(ifindex, nexthop, Pending(ethertype, packet), now, hint6)
+            cache = self.nd
+            hint = src_hint if src_hint is not None and len(src_hint) == 16 else None
         else:
             if nexthop == b"\xff\xff\xff\xff" or self.ip4.is_broadcast(iface, nexthop):
                 self.transmit(iface, b"\xff" * 6, ethertype, packet)
@@ -780,13 +777,14 @@ class Stack:
             if is_multicast4(nexthop):
                 self.transmit(iface, multicast_mac(nexthop), ethertype, packet)
                 return
-            mac = self.arp.lladdr_for(ifindex, nexthop, now)
-            if mac is not None:
-                self.transmit(iface, mac, ethertype, packet)
-                if self.nd.transitions or self.arp.transitions:
-                    self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
-                return
-            mac, actions = self.arp.resolve(ifindex, nexthop, Pending(ethertype, packet), now, src_hint)
+            cache, hint = self.arp, src_hint
+        mac = cache.lladdr_for(ifindex, nexthop, now)     # the common case: a known neighbor
+        if mac is not None:
+            self.transmit(iface, mac, ethertype, packet)
+            if self.nd.transitions or self.arp.transitions:
+                self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
+            return
+        mac, actions = cache.resolve(ifindex, nexthop, Pending(ethertype, packet), now, hint)
         if actions:
             self._nd_actions(actions, now)
         if mac is not None:
@@ -799,11 +797,7 @@ class Stack:
             if off is not None:
                 self._transmit_offload(iface, eth_header(dst_mac, iface.mac, ethertype), packet, off)
                 return
-        et = _ETYPE_BYTES.get(ethertype)
-        if et is not None and len(dst_mac) == 6 and len(iface.mac) == 6:    # eth_header, inlined
-            frame = dst_mac + iface.mac + et + packet
-        else:
-            frame = eth_header(dst_mac, iface.mac, ethertype) + packet
+        frame = eth_header(dst_mac, iface.mac, ethertype) + packet
         c = iface.counters
         c.tx_packets += 1
         c.tx_bytes += len(frame)

@@ -198,6 +198,7 @@ def mask_prefix(addr: bytes, plen: int) -> bytes:
     return (int.from_bytes(addr, "big") & mask).to_bytes(n, "big")
 
 
+@functools.lru_cache(maxsize=1024)      # asked several times per IPv4 packet (Ip4.is_broadcast)
 def broadcast4(addr: bytes, plen: int) -> bytes:
     value = int.from_bytes(addr, "big")
     host = (1 << (32 - plen)) - 1
