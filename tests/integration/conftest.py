@@ -51,6 +51,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def wait_for(what: str, cond: Callable[..., Any], timeout: float = 10.0) -> Any:
+    """Re-evaluate ``cond()`` until it returns something true (a state the daemon or
+    the kernel reaches on its own, read by polling); fail naming ``what``, with the
+    last value, at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {got!r})")
+        time.sleep(0.05)
+
+
 def unique_names() -> dict[str, str]:
     n = next(_counter)
     pid = os.getpid() % 100000

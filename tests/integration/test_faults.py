@@ -21,11 +21,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ONE_TAP, STACK_LL, Factory, StackProcess, link_exists
+from tests.integration.conftest import ONE_TAP, STACK_LL, Factory, StackProcess, link_exists, wait_for
 from tests.integration.test_api_kernel import BULK
 from tests.integration.test_two_links import TWO_TAPS
 
@@ -51,17 +50,6 @@ addresses = []
 nodad = true
 sysctl = {{ accept_ra = 0, router_solicitations = 0 }}
 """
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def pings(cmd: list[str], ns: str | None = None) -> Callable[[], bool]:
@@ -115,7 +103,7 @@ def test_kernel_side_down_and_up_keeps_the_stack_state(tapstack_factory: Factory
     assert link["link_tx_link_down"] > 0, link
     assert_idle(sp)
     sp.run_in_ns(["ip", "link", "set", tap, "up"])
-    wait_for("ping -6 after the kernel side came back up", pings(["-6", S6], ns))
+    wait_for("ping -6 after the kernel side came back up", pings(["-6", S6], ns), timeout=DEADLINE)
     assert pings(["-4", "192.0.2.2"], ns)()
     assert addr_state(sp, tap) == addrs
     neigh = json.loads(sp.tapstack("neigh", "-j").stdout)
@@ -128,16 +116,16 @@ def test_tap_down_and_up_in_the_root_namespace_then_deleted(tapstack_factory: Fa
     sp = tapstack_factory(ROOT_TAP)
     tap = sp["tap0"]
     ll = f"{STACK_LL}%{tap}"
-    wait_for("ping -6 to the stack's link-local from the root namespace", pings(["-6", ll]))
+    wait_for("ping -6 to the stack's link-local from the root namespace", pings(["-6", ll]), timeout=DEADLINE)
     addrs = addr_state(sp, tap)
     subprocess.run(["ip", "link", "set", tap, "down"], check=True)
     assert_idle(sp)
     subprocess.run(["ip", "link", "set", tap, "up"], check=True)
-    wait_for("ping -6 after ip link set TAP up", pings(["-6", ll]))
+    wait_for("ping -6 after ip link set TAP up", pings(["-6", ll]), timeout=DEADLINE)
     assert addr_state(sp, tap) == addrs
     # and now the device goes away altogether
     subprocess.run(["ip", "link", "del", tap], check=True)
-    wait_for(f"{tap} to leave tapstack addr", lambda: tap not in ifnames(sp))
+    wait_for(f"{tap} to leave tapstack addr", lambda: tap not in ifnames(sp), timeout=DEADLINE)
     assert len(gone_lines(sp, tap)) == 1, sp.stderr()
     assert_idle(sp)
     assert sp.proc.poll() is None
@@ -159,7 +147,7 @@ def test_vanished_tap_is_removed_and_the_other_link_keeps_working(tapstack_facto
         sp.run_in_ns(["ip", "link", "del", tap])          # where its kernel side lives
     else:
         subprocess.run(["ip", "netns", "del", ns], check=True)
-    wait_for(f"{tap} to leave tapstack addr after {how}", lambda: tap not in ifnames(sp))
+    wait_for(f"{tap} to leave tapstack addr after {how}", lambda: tap not in ifnames(sp), timeout=DEADLINE)
     assert ifnames(sp) == {"lo", sp["tap1"]}
     routes = sp.tapstack("route").stdout
     assert tap not in routes, routes

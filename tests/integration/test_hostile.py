@@ -15,13 +15,13 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from stack.control.client import ControlClient
-from tests.integration.conftest import ONE_TAP, STACK_LL, STACK_MAC, Factory, StackProcess
+from tests.integration.conftest import ONE_TAP, STACK_LL, STACK_MAC, Factory, StackProcess, wait_for
 from tests.integration.l2inject import Injector
 
 pytestmark = [
@@ -57,18 +57,6 @@ def kernel_mac(sp: StackProcess) -> str:
 def stats(sp: StackProcess) -> dict[str, Any]:
     data: dict[str, Any] = ControlClient(sp.name).request("stats")
     return data
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """Poll ``cond`` until it returns something true; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_alive(sp: StackProcess) -> None:

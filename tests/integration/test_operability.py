@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ONE_TAP, REPO, Factory, StackProcess, link_exists, netns_exists
+from tests.integration.conftest import (
+    ONE_TAP,
+    REPO,
+    Factory,
+    StackProcess,
+    link_exists,
+    netns_exists,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -32,18 +40,6 @@ via = "2001:db8:1::1"
 [limits]
 nd_queue_max = 4
 """
-
-
-def wait_for(what: str, cond: Callable[[], object], timeout: float = 10.0) -> object:
-    """Poll ``cond`` until it is truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Session:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Factory, StackProcess
+from tests.integration.conftest import Factory, StackProcess, wait_for
 from tests.integration.tracing import Trace, fields
 
 pytestmark = [
@@ -369,18 +369,6 @@ for i in range(int(sys.argv[2])):
 """
 
 
-def poll(what: str, fn: Any, timeout: float = 10.0) -> Any:
-    """Re-evaluate fn() until it returns something true; fail naming what on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        select.select([], [], [], 0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def test_icmp_errors_are_rate_limited_under_a_flood(tapstack_factory: Factory) -> None:
     sp = tapstack_factory(ROUTER)
     sp.run_in_ns(["nft", "-f", "-"], input=NFT_ERRORS)
@@ -398,7 +386,7 @@ def test_icmp_errors_are_rate_limited_under_a_flood(tapstack_factory: Factory) -
             done = st["drops"].get("udp_no_port", 0) - drops0.get("udp_no_port", 0)
             return st if done >= n else None
 
-        after = poll(f"the stack to see all {n} datagrams to {dst}", processed)
+        after = wait_for(f"the stack to see all {n} datagrams to {dst}", processed)
         elapsed = time.monotonic() - t0
         sent = after[family].get(sent_key, 0) - before.get(family, {}).get(sent_key, 0)
         limited = after["drops"].get("icmp_error_rate_limited", 0) - drops0.get("icmp_error_rate_limited", 0)
@@ -408,7 +396,7 @@ def test_icmp_errors_are_rate_limited_under_a_flood(tapstack_factory: Factory) -
         assert burst <= sent <= burst + rate * elapsed + 1, (sent, elapsed)
         assert limited >= n - burst - rate * elapsed - 1, (limited, elapsed)
         # the kernel received exactly what the stack says it sent
-        poll(f"{sent} port unreachables in {sp['ns0']}", lambda i=i, sent=sent: nft_counters(sp, sp["ns0"])[i] == sent)
+        wait_for(f"{sent} port unreachables in {sp['ns0']}", lambda i=i, sent=sent: nft_counters(sp, sp["ns0"])[i] == sent)
 
 
 # -- 4. an ICMPv4 Redirect from a Linux router, honoured by the stack as a host -----------
@@ -451,7 +439,7 @@ def test_redirect_from_the_linux_router_is_honoured(tapstack_factory: Factory) -
         got = json.loads(sp.tapstack("-j", "route", "get", "203.0.113.9").stdout)
         return got if got["gateway"] == "192.0.2.3" else None
 
-    got = poll("the Redirect to take effect (route get 203.0.113.9 via 192.0.2.3)", redirected, 5)
+    got = wait_for("the Redirect to take effect (route get 203.0.113.9 via 192.0.2.3)", redirected, 5)
     assert got["dev"] == tap and got["src"] == "192.0.2.2", got
     routes = json.loads(sp.tapstack("-j", "route").stdout)
     assert [(r["dst"], r["gateway"], r["proto"]) for r in routes if r["proto"] == "redirect"] == \

@@ -17,12 +17,11 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, STACK_LL, STACK_MAC, Factory, StackProcess
+from tests.integration.conftest import REPO, STACK_LL, STACK_MAC, Factory, StackProcess, wait_for
 from tests.integration.tracing import Trace, fields
 
 pytestmark = pytest.mark.netns
@@ -85,18 +84,6 @@ def flow(lines: list[str], probe: str, src: str, dst: str, proto: str = "tcp") -
 def drops(sp: StackProcess) -> dict[str, int]:
     d = json.loads(sp.tapstack("-j", "stats").stdout)["drops"]
     return {k: int(d.get(k, 0)) for k in SPOOF_DROPS}
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Re-run check() until it returns something true; fail naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def connect(sp: StackProcess, *args: str, data: bytes, timeout: float = 20) -> tuple[subprocess.CompletedProcess[bytes], float]:
@@ -281,7 +268,7 @@ def test_own_source_from_the_wire_is_dropped_and_counted(sp: StackProcess, trace
     trace.mark()
     sp.run_in_ns([sys.executable, "-c", SPOOF, sp["tap0"], STACK_MAC])
     want = dict.fromkeys(SPOOF_DROPS, 1)
-    poll(f"drops {want}", lambda: drops(sp) == want)
+    wait_for(f"drops {want}", lambda: drops(sp) == want)
     lines = trace.mark()
     verdicts = [(f["probe"], f["src"], f["verdict"]) for f in map(fields, lines)
                 if f["probe"] in ("ip6_input", "ip_input") and f.get("looped") == "0"
