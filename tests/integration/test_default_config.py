@@ -62,3 +62,5 @@ def test_default_config_refuses_a_namespace_already_using_its_prefix(tmp_path: P
         assert "192.0.2.1" not in addrs and "2001:db8:1::1" not in addrs, addrs
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        for suffix in (".sock", ".lock"):     # left only if the daemon had started and been killed
+            Path(f"/run/tapstack/{names['name']}{suffix}").unlink(missing_ok=True)
