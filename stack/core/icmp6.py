@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stack.core.events import EchoReply, PingError
+from stack.core.flows import ECHO, FlowContext
 from stack.core.interface import Interface
 from stack.core.ipservice import OutRoute, RouteError, max_l4_len, message_too_long
 from stack.core.stats import Drop
@@ -116,10 +117,16 @@ class Icmp6:
             s = (~((f.buf[o + 2] << 8) | f.buf[o + 3]) & 0xFFFF) + 0x100
             s = (s & 0xFFFF) + (s >> 16)
             msg = bytes((w.ECHO_REPLY, 0)) + (~s & 0xFFFF).to_bytes(2, "big") + body
+            if st.flow_hints is not None and not route.local and not f.ext and type(f.buf) is bytes:
+                # a hint for the runtime's fast path (stack/core/flows.py): same reply, same way
+                mtu = st.path_mtu(route.dst, route.mtu, now) if st.pmtu else route.mtu
+                st._flow_ctx = FlowContext(6, ECHO, rcvif.ifindex, f.src, f.dst, rcvif.mac, mtu,
+                                           st.interfaces[route.origifp].nd.cur_hop_limit)
         else:
             msg = w.build_icmpv6(route.src, route.dst, w.ECHO_REPLY, 0, body)
         self.c["out_echo_replies"] += 1
         st.ip6.output(route, PROTO_ICMPV6, msg, now, cached=cached, tclass=f.tclass)   # ip_send, IPv6
+        st._flow_ctx = None
 
     def _echo_reply(self, rcvif: Interface, f: Frame, now: int) -> None:
         body = f.buf[f.l4_off + 4:f.ip_end]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from stack.core.clock import s
 from stack.core.events import EchoReply, PingError
+from stack.core.flows import FORWARD, FlowContext
 from stack.core.icmp6 import TokenBucket
 from stack.core.interface import Interface
 from stack.core.ipservice import TRACED, OutRoute, RouteError, max_l4_len, message_too_long
@@ -284,11 +285,18 @@ class Ip4:
             st.tracer(f"ip_forward rcvif={rcvif.name} ifp={out.name} src={fmt(src)} dst={fmt(dst)} "
                       f"nexthop={st.fmt_zoned(nexthop, r.gw_zone)}")
         if off is not None and size <= mtu:
+            if st.flow_hints is not None and r.ifindex != rcvif.ifindex:
+                st._flow_ctx = FlowContext(4, FORWARD, rcvif.ifindex, src, dst, rcvif.mac, mtu, 0)
             # the metadata goes with the packet; transmit keeps or resolves it (stack.transmit)
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, OffloadBytes.make(packet, off.shifted(-14)), now)
+            st._flow_ctx = None
             return "forward"
         if len(packet) <= mtu:
+            if st.flow_hints is not None and r.ifindex != rcvif.ifindex:
+                # a hint for the runtime's fast path if the next hop is a known neighbor
+                st._flow_ctx = FlowContext(4, FORWARD, rcvif.ifindex, src, dst, rcvif.mac, mtu, 0)
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV4, packet, now)
+            st._flow_ctx = None
             return "forward"
         # RFC 1812 §5.2.6 / RFC 791 §3.2: DF clear, fragment (options copied per rule).
         if off is not None and off.gso:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stack.core.flows import FORWARD, FlowContext
 from stack.core.interface import Interface, Kind
 from stack.core.ipservice import TRACED, OutRoute, RouteError, max_l4_len
 from stack.core.reasm import Reassembler
@@ -247,11 +248,15 @@ class Ip6:
             st.tracer(f"ip6_forward rcvif={rcvif.name} ifp={out.name} "
                       f"src={st.fmt_zoned(src, rcvif.ifindex)} dst={st.fmt_zoned(dst, dst_zone)} "
                       f"nexthop={st.fmt_zoned(nexthop, nh_zone)}")
+        if st.flow_hints is not None and r.ifindex != rcvif.ifindex:
+            # a hint for the runtime's fast path if the next hop is a known neighbor
+            st._flow_ctx = FlowContext(6, FORWARD, rcvif.ifindex, src, dst, rcvif.mac, out.mtu, 0)
         if off is not None:
             # the metadata goes with the packet; transmit keeps or resolves it (stack.transmit)
             st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, OffloadBytes.make(packet, off.shifted(-14)), now)
-            return "forward"
-        st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, packet, now)
+        else:
+            st.link_output(r.ifindex, nexthop, ETHERTYPE_IPV6, packet, now)
+        st._flow_ctx = None
         return "forward"
 
     def _maybe_redirect(self, rcvif: Interface, f: Frame, gateway: bytes | None, now: int) -> None:

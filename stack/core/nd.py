@@ -153,6 +153,8 @@ class NeighborCache:
         self.evictions = 0
         self.on_transition: list[object] = []   # (entry, old_state) -> None, for trace/logging
         self.transitions: list[tuple[NeighborEntry, NudState | None, int]] = []
+        # +1 on every state, link-layer address or membership change (Stack.flow_epoch)
+        self.epoch = 0
 
     # -- parameters ------------------------------------------------------
 
@@ -196,6 +198,7 @@ class NeighborCache:
 
     def _enter(self, e: NeighborEntry, state: NudState, now: int) -> None:
         old = e.state
+        self.epoch += 1
         e.state = state
         e.updated_at = now
         if state is NudState.REACHABLE:
@@ -244,6 +247,7 @@ class NeighborCache:
             if v.queue and self.stats is not None:
                 self.stats.drop(Drop.ND_CACHE_FULL, len(v.queue))   # its waiting packets
             del self.entries[(v.ifindex, v.addr)]
+            self.epoch += 1
             self.evictions += 1
         return bool(victims)
 
@@ -253,11 +257,13 @@ class NeighborCache:
             e = NeighborEntry(ifindex, addr, NudState.PERMANENT, updated_at=now)
             self.entries[(ifindex, addr)] = e
         e.lladdr = lladdr
+        self.epoch += 1
         e.state = NudState.PERMANENT
         e.timer_at = None
         return e
 
     def remove(self, ifindex: int, addr: bytes) -> NeighborEntry | None:
+        self.epoch += 1
         return self.entries.pop((ifindex, addr), None)
 
     def flush(self, ifindex: int | None = None) -> int:
@@ -266,6 +272,7 @@ class NeighborCache:
                    if (ifindex is None or e.ifindex == ifindex) and e.state is not NudState.PERMANENT]
         for k in victims:
             e = self.entries.pop(k)
+            self.epoch += 1
             if e.queue and self.stats is not None:
                 self.stats.drop(Drop.ND_FLUSHED, len(e.queue))   # waiting packets go with it
         return len(victims)
@@ -273,6 +280,7 @@ class NeighborCache:
     def remove_interface(self, ifindex: int) -> None:
         for k in [k for k in self.entries if k[0] == ifindex]:
             del self.entries[k]
+            self.epoch += 1
 
     # -- inputs ----------------------------------------------------------
 
@@ -328,6 +336,7 @@ class NeighborCache:
             if e is None:
                 return []
             e.lladdr = lladdr
+            self.epoch += 1
             self._enter(e, NudState.STALE, now)
             return []
         return self._learn_unconfirmed(e, lladdr, now)
@@ -338,11 +347,13 @@ class NeighborCache:
             return []
         if st is NudState.INCOMPLETE:
             e.lladdr = lladdr
+            self.epoch += 1
             self._enter(e, NudState.STALE, now)
             return [self._flush(e)]
         if st in (NudState.REACHABLE, NudState.STALE, NudState.DELAY, NudState.PROBE):
             if e.lladdr != lladdr:
                 e.lladdr = lladdr
+                self.epoch += 1
                 self._enter(e, NudState.STALE, now)
             return []
         raise AssertionError(st)
@@ -360,6 +371,7 @@ class NeighborCache:
             if lladdr is None:
                 return []   # §7.2.5: no TLLAO while INCOMPLETE: discard
             e.lladdr = lladdr
+            self.epoch += 1
             e.is_router = is_router
             self._enter(e, NudState.REACHABLE if solicited else NudState.STALE, now)
             return [self._flush(e)]
@@ -372,6 +384,7 @@ class NeighborCache:
                 return []
             if lladdr is not None:
                 e.lladdr = lladdr
+                self.epoch += 1
             if solicited:
                 self._enter(e, NudState.REACHABLE, now)
             elif changed:
@@ -424,6 +437,7 @@ class NeighborCache:
                 self._arm(e, now + self._retrans(e.ifindex))
                 return [Solicit(e.ifindex, e.addr, None, e.src_hint)]
             del self.entries[(e.ifindex, e.addr)]
+            self.epoch += 1
             self.transitions.append((e, st, -1))
             packets = list(e.queue)
             e.queue.clear()
@@ -444,6 +458,7 @@ class NeighborCache:
                 self._arm(e, now + self._retrans(e.ifindex))
                 return [Solicit(e.ifindex, e.addr, e.lladdr, None)]
             del self.entries[(e.ifindex, e.addr)]
+            self.epoch += 1
             self.transitions.append((e, st, -1))
             return []
         if st is NudState.STALE:
@@ -451,6 +466,7 @@ class NeighborCache:
                 self._arm(e, now + self.gc_stale.get(e.ifindex, GC_STALE_TIME))
                 return []
             del self.entries[(e.ifindex, e.addr)]
+            self.epoch += 1
             self.gc_collected += 1
             return []
         if st is NudState.PERMANENT:

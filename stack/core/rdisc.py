@@ -176,8 +176,9 @@ class RouterDiscovery:
     def _parameters(self, iface: Interface, ra: ndp.Ra, now: int) -> None:
         nd = iface.nd
         # §6.3.4: each non-zero (specified) field replaces the host's variable.
-        if ra.cur_hop_limit:
+        if ra.cur_hop_limit and ra.cur_hop_limit != nd.cur_hop_limit:
             nd.cur_hop_limit = ra.cur_hop_limit
+            self.st._flow_epoch += 1         # echo flow hints carry the hop limit
         changed = False
         if ra.reachable_time and ra.reachable_time <= MAX_REACHABLE_TIME_MS:
             base = ms(ra.reachable_time)

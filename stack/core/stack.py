@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.core.clock import s
+from stack.core.flows import FlowContext, FlowHint
 from stack.core.icmp6 import Icmp6
 from stack.core.interface import (
     LOOPBACK_IFINDEX,
@@ -38,7 +39,7 @@ from stack.core.interface import (
 from stack.core.ip4 import Ip4
 from stack.core.ip6 import Ip6
 from stack.core.ipservice import OutRoute, RouteError
-from stack.core.nd import Fail, Flush, NeighborCache, Pending, Solicit
+from stack.core.nd import Fail, Flush, NeighborCache, NudState, Pending, Solicit
 from stack.core.ndproto import NdProto
 from stack.core.routes import PROTO_KERNEL, PROTO_LOCAL, PROTO_STATIC, Route, RouteTable
 from stack.core.srcsel import select_source4, select_source6
@@ -76,6 +77,7 @@ LOOP_ETH = {et: bytes(12) + et.to_bytes(2, "big") for et in (ETHERTYPE_IPV6, ETH
 LOOP_BUDGET = 10_000          # looped packets handled per core call (no livelock)
 PMTU_EXPIRY = s(600)          # RFC 8201 §4: at least 5 minutes
 OUT_CACHE_MAX = 1024          # route_output_cached decisions kept (emptied when full)
+FLOW_HINTS_MAX = 256          # hints one core call may leave for the runtime (bounded)
 _NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # The largest packet an IP header can describe, whatever the link MTU (lo has 65536):
 # IPv4 Total Length counts the header (RFC 791); IPv6 Payload Length does not (RFC 8200
@@ -136,6 +138,10 @@ class Stack:
         self.ndp = NdProto(self)
         self.udp = UdpLayer(self)
         self.tcp: Any = None
+        # Flow hints for the runtime's fast path (stack/core/flows.py): None = not collected
+        self.flow_hints: list[FlowHint] | None = None
+        self._flow_ctx: FlowContext | None = None
+        self._flow_epoch = 0
         self._attach_tcp()
         self._add_loopback(now)
 
@@ -303,12 +309,14 @@ class Stack:
         """Router mode on or off while running (SIGHUP). Every use reads the flag per
         packet: forwarding, the NA Router flag, RA and Redirect acceptance change at once."""
         self.forwarding = on
+        self._flow_epoch += 1
 
     def set_limits(self, limits: Limits) -> None:
         """New bounds while running (SIGHUP). Caches and queues take them at the next
         insert (entries above a lowered cache bound go as they age or are evicted), the
         ICMP error token buckets at once; ``udp_rcvbuf`` is for sockets opened later."""
         self.limits = limits
+        self._flow_epoch += 1
         for cache, most in ((self.nd, limits.neighbor_cache_max), (self.arp, limits.arp_cache_max)):
             cache.max_entries = most
             cache.queue_max = limits.nd_queue_max
@@ -716,6 +724,7 @@ class Stack:
         if len(self.pmtu) >= self.limits.pmtu_max and dst not in self.pmtu:
             self.pmtu.pop(next(iter(self.pmtu)))
         self.pmtu[dst] = (mtu, now + PMTU_EXPIRY)
+        self._flow_epoch += 1
 
     def route_valid(self, route: OutRoute) -> bool:
         return route.gen == self.routes.gen
@@ -780,6 +789,8 @@ class Stack:
             cache, hint = self.arp, src_hint
         mac = cache.lladdr_for(ifindex, nexthop, now)     # the common case: a known neighbor
         if mac is not None:
+            if self._flow_ctx is not None:
+                self._flow_hint(cache, iface, nexthop, mac, ethertype)
             self.transmit(iface, mac, ethertype, packet)
             if self.nd.transitions or self.arp.transitions:
                 self._trace_nd()     # moves made elsewhere (e.g. confirm) are traced as before
@@ -790,6 +801,64 @@ class Stack:
         if mac is not None:
             self.transmit(iface, mac, ethertype, packet)
         self._trace_nd()
+
+    # -- flow hints (stack/core/flows.py) -------------------------------------
+
+    def flow_epoch(self) -> tuple[int, int, int, int]:
+        """Changes whenever an installed flow hint may have become wrong."""
+        return (self.routes.gen, self.nd.epoch, self.arp.epoch, self._flow_epoch)
+
+    def _flow_hint(self, cache: NeighborCache, iface: Interface, nexthop: bytes, mac: bytes,
+                   ethertype: int) -> None:
+        """The packet of the pending decision leaves to a known neighbor: a hint, when
+        that neighbor is confirmed (REACHABLE/PERMANENT) and hints are collected."""
+        ctx, self._flow_ctx = self._flow_ctx, None
+        hints = self.flow_hints
+        if ctx is None or hints is None or len(hints) >= FLOW_HINTS_MAX:
+            return
+        e = cache.get(iface.ifindex, nexthop)
+        if e is None or e.state not in (NudState.REACHABLE, NudState.PERMANENT):
+            return
+        hints.append(FlowHint(self.flow_epoch(), ctx.family, ctx.action, ctx.in_ifindex, iface.ifindex,
+                              ctx.src, ctx.dst, eth_header(mac, iface.mac, ethertype), ctx.in_mac,
+                              ctx.mtu, ctx.hop_limit))
+
+    def fastpath_fold(self, rx: dict[int, tuple[int, int]], tx: dict[int, tuple[int, int]],
+                      fwd6: int = 0, fwd4: int = 0, echo6: int = 0, echo4: int = 0) -> None:
+        """Count what the fast path did as the slow path would have: ``rx``/``tx`` map
+        ifindex -> (packets, Ethernet bytes); the rest are packets per kind."""
+        for ifindex, (n, nbytes) in rx.items():
+            iface = self.interfaces.get(ifindex)
+            if iface is not None:
+                iface.counters.rx_packets += n
+                iface.counters.rx_bytes += nbytes
+        for ifindex, (n, nbytes) in tx.items():
+            iface = self.interfaces.get(ifindex)
+            if iface is not None:
+                iface.counters.tx_packets += n
+                iface.counters.tx_bytes += nbytes
+        c6 = self.stats.of("ipv6")
+        if fwd6 or echo6:
+            c6["in_receives"] += fwd6 + echo6
+        if fwd6:
+            c6["out_forwarded"] += fwd6
+        if echo6:
+            c6["in_delivers"] += echo6
+            c6["out_requests"] += echo6
+            i6 = self.stats.of("icmp6")
+            i6["in_type_128"] += echo6
+            i6["out_echo_replies"] += echo6
+        if fwd4 or echo4:
+            c4 = self.stats.of("ipv4")
+            c4["in_receives"] += fwd4 + echo4
+            if fwd4:
+                c4["out_forwarded"] += fwd4
+            if echo4:
+                c4["in_delivers"] += echo4
+                c4["out_requests"] += echo4
+                i4 = self.stats.of("icmp")
+                i4["in_type_8"] += echo4
+                i4["out_echo_replies"] += echo4
 
     def transmit(self, iface: Interface, dst_mac: bytes, ethertype: int, packet: bytes) -> None:
         if type(packet) is not bytes:
@@ -837,6 +906,7 @@ class Stack:
         """The runtime tells core what the link under ``ifindex`` offloads: the largest
         GSO packet it takes (0: none; a TAP with TSO4/TSO6/CSUM takes 65535)."""
         self.interfaces[ifindex].gso_max = max(0, gso_max)
+        self._flow_epoch += 1
 
     def _nd_actions(self, actions: list[Solicit | Flush | Fail], now: int) -> None:
         for act in actions:
