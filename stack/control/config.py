@@ -168,6 +168,7 @@ class StackConfig:
     name: str = DEFAULT_NAME
     forwarding: bool = False
     busy_poll_us: int = 0       # keep reading the TAPs this long after a frame (0: off)
+    fastpath: bool = True       # native per-flow fast path for forwarding and echo (stack.link.fastpath)
     loopback: LoopbackConfig = field(default_factory=LoopbackConfig)
     interfaces: tuple[InterfaceConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -338,7 +339,7 @@ class _Parser:
 # sections
 
 
-_TOP_KEYS = ("name", "forwarding", "busy_poll_us", "loopback", "interface", "route", "services", "forward", "limits")
+_TOP_KEYS = ("name", "forwarding", "busy_poll_us", "fastpath", "loopback", "interface", "route", "services", "forward", "limits")
 _IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "optimistic_dad", "neighbors", "peer",
             "faults", "nd")
 # [interface.nd] key -> allowed range in ms (RFC 4861 §6.2.1: MAX_REACHABLE_TIME is one hour)
@@ -366,6 +367,7 @@ def parse_config(text: str, file: str) -> StackConfig:
             raise p.fail("name", f"{name!r}: use 1-64 letters, digits, '_', '.', '-' (not starting with '.' or '-')")
     forwarding = p.boolean(doc["forwarding"], "forwarding") if "forwarding" in doc else False
     busy_poll_us = p.integer(doc["busy_poll_us"], "busy_poll_us", 0, 10_000) if "busy_poll_us" in doc else 0
+    fastpath = p.boolean(doc["fastpath"], "fastpath") if "fastpath" in doc else True
 
     loopback = LoopbackConfig()
     if "loopback" in doc:
@@ -379,7 +381,8 @@ def parse_config(text: str, file: str) -> StackConfig:
     services = _services(p, doc["services"]) if "services" in doc else ServicesConfig()
     forwards = p.array(doc["forward"], "forward", lambda v, k: _forward(p, v, k)) if "forward" in doc else ()
     limits = _limits(p, doc["limits"]) if "limits" in doc else {}
-    return StackConfig(name=name, forwarding=forwarding, busy_poll_us=busy_poll_us, loopback=loopback,
+    return StackConfig(name=name, forwarding=forwarding, busy_poll_us=busy_poll_us, fastpath=fastpath,
+                       loopback=loopback,
                        interfaces=interfaces,
                        routes=routes, services=services, forwards=forwards, limits=limits,
                        source_path=file)

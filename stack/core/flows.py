@@ -2,7 +2,8 @@
 
 Modelled on Linux's nf_flowtable "flow offload": core decides the first packet of a
 flow on its slow path as always; when that packet was forwarded, or an echo request
-answered, to a neighbor known as REACHABLE (or PERMANENT), core appends a ``FlowHint``
+answered, to a neighbor whose entry moves on by timers alone (REACHABLE, DELAY,
+PROBE, PERMANENT; not STALE, which must see the next packet), core appends a ``FlowHint``
 to ``Stack.flow_hints`` (only while the runtime collects them: the list is None
 otherwise, and nothing here runs). The runtime installs the hint in its native table
 (``stack.link.fastpath``), which from then on handles further packets of the same
@@ -11,8 +12,8 @@ size, header shape; see native/fastpath.c) and hands everything else back to cor
 
 Validity. A hint is a snapshot of decisions that depend on the routing table,
 addresses and interfaces (``routes.gen``), the neighbor caches (``NeighborCache.epoch``:
-any state or link-layer address change, so leaving REACHABLE ends every flow that used
-the entry, and the next packet takes the slow path through DELAY/PROBE as NUD wants)
+any state or link-layer address change: REACHABLE -> STALE ends every flow that used
+the entry, and the next packet takes the slow path, which moves it to DELAY as NUD wants)
 and the rest of core's configuration (``Stack._flow_epoch``: forwarding on/off, limits,
 learned path MTUs, CurHopLimit from an RA). ``Stack.flow_epoch()`` is the tuple of all
 of them; the runtime empties its table whenever it changes and installs a hint only if

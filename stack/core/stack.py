@@ -811,13 +811,15 @@ class Stack:
     def _flow_hint(self, cache: NeighborCache, iface: Interface, nexthop: bytes, mac: bytes,
                    ethertype: int) -> None:
         """The packet of the pending decision leaves to a known neighbor: a hint, when
-        that neighbor is confirmed (REACHABLE/PERMANENT) and hints are collected."""
+        hints are collected and the entry's next move comes from a timer, not from a
+        packet (REACHABLE, DELAY, PROBE, PERMANENT; a STALE entry must see the next packet
+        to go to DELAY). Every move changes the epoch, which voids the flow."""
         ctx, self._flow_ctx = self._flow_ctx, None
         hints = self.flow_hints
         if ctx is None or hints is None or len(hints) >= FLOW_HINTS_MAX:
             return
         e = cache.get(iface.ifindex, nexthop)
-        if e is None or e.state not in (NudState.REACHABLE, NudState.PERMANENT):
+        if e is None or e.state is NudState.STALE or e.state is NudState.INCOMPLETE:
             return
         hints.append(FlowHint(self.flow_epoch(), ctx.family, ctx.action, ctx.in_ifindex, iface.ifindex,
                               ctx.src, ctx.dst, eth_header(mac, iface.mac, ethertype), ctx.in_mac,

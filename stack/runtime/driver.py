@@ -15,6 +15,13 @@ same ``service()``). ``set_faults(ifindex, FaultConfig)`` puts a seeded fault in
 share the one timer. pcap files show the wire, i.e. frames before rx faults and after
 tx faults. Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
 conditions such as "the stack is ready".
+
+Fast path (``fastpath``, a ``stack.link.fastpath.FastPath``): while no capture, fault
+injection or trace is on, each TAP is read through it: frames of flows core has
+hinted (``stack/core/flows.py``) are forwarded or answered in C, the rest come back
+as from ``read_batch``. After every service the hints core left are installed; when
+``stack.flow_epoch()`` moves the table is emptied first. ``fold_fastpath()`` adds what
+the fast path did to core's counters (before every control query and stats).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ Listener = Callable[[list[object]], None]
 
 class Driver:
     def __init__(self, stack: Any, clock: Any, loop: asyncio.AbstractEventLoop, *, batch: int = 64,
-                 pcap: PcapSet | None = None, busy_poll_us: int = 0) -> None:
+                 pcap: PcapSet | None = None, busy_poll_us: int = 0, fastpath: Any = None) -> None:
         self.stack = stack
         self.clock = clock
         self.loop = loop
@@ -73,6 +80,13 @@ class Driver:
         self.listener_errors = 0
         self.busy_poll_ns = busy_poll_us * 1000
         self.busy_polls = 0
+        self.fastpath = fastpath
+        self._fp_epoch: object = None
+        self._fp_folded: dict[int, dict[str, int]] = {}
+        self.fp_installs = 0
+        self.fp_clears = 0
+        if fastpath is not None:
+            stack.flow_hints = []
         # core's begin_batch/end_batch around the frames of one read (TCP: one ACK per run)
         self._batching = hasattr(stack, "begin_batch") and hasattr(stack, "end_batch")
         if pcap is not None and hasattr(stack, "loop_tap"):
@@ -82,6 +96,8 @@ class Driver:
 
     def add_link(self, ifindex: int, link: TapLink) -> None:
         self.links[ifindex] = link
+        if self.fastpath is not None and isinstance(link, TapLink):
+            self.fastpath.add_link(ifindex, link)      # False (slow path only) past 64 links
         if self.running:
             self.loop.add_reader(link.fileno(), self._on_readable, ifindex)
 
@@ -128,7 +144,10 @@ class Driver:
         if link is None:
             return
         try:
-            frames = link.read_batch(self.batch)
+            if self._fp_on() and self.fastpath.has_link(ifindex):
+                frames = self.fastpath.read_batch(ifindex, link, self.batch)
+            else:
+                frames = link.read_batch(self.batch)
         except LinkGone as e:
             self._link_gone(ifindex, e)
             return
@@ -150,9 +169,11 @@ class Driver:
         links = list(self.links.items())
         while True:
             got = False
+            fp = self.fastpath if self._fp_on() else None
             for ifindex, link in links:
                 try:
-                    frames = link.read_batch(self.batch)
+                    frames = fp.read_batch(ifindex, link, self.batch) \
+                        if fp is not None and fp.has_link(ifindex) else link.read_batch(self.batch)
                 except LinkGone as e:
                     self._link_gone(ifindex, e)
                     return
@@ -200,6 +221,9 @@ class Driver:
 
     def _link_gone(self, ifindex: int, e: LinkGone) -> None:
         link = self.links.pop(ifindex)
+        if self.fastpath is not None:
+            self.fold_fastpath()
+            self.fastpath.remove_link(ifindex)      # before the fd closes: no flow keeps it
         self.gone[ifindex] = link
         if not link.closed:
             self.loop.remove_reader(link.fileno())
@@ -269,12 +293,63 @@ class Driver:
                     break
         finally:
             self._servicing = False
+        if self.fastpath is not None:
+            self._fp_install()
         self._reschedule()
         for watcher in list(self._watchers):
             try:
                 watcher()
             except Exception:
                 log.exception("watcher failed")
+
+    # -- fast path ---------------------------------------------------------------
+
+    def _fp_on(self) -> bool:
+        """Frames go through the fast path: none of capture, faults or trace is on."""
+        return self.fastpath is not None and self.pcap is None and not self.faults_rx \
+            and not self.faults_tx and self.stack.tracer is None
+
+    def _fp_install(self) -> None:
+        fp = self.fastpath
+        hints = self.stack.flow_hints
+        epoch = self.stack.flow_epoch()
+        if epoch != self._fp_epoch:
+            fp.clear()
+            self.fp_clears += 1
+            self._fp_epoch = epoch
+        if not hints:
+            return
+        if self._fp_on():
+            for h in hints:
+                if h.epoch == epoch:
+                    self.fp_installs += 1
+                    fp.install(family=h.family, action=h.action, in_ifindex=h.in_ifindex,
+                               out_ifindex=h.out_ifindex, src=h.src, dst=h.dst, eth=h.eth,
+                               in_mac=h.in_mac, mtu=h.mtu, hop_limit=h.hop_limit)
+        else:
+            fp.clear()
+        hints.clear()
+
+    def fold_fastpath(self) -> None:
+        """Add what the fast path did since the last fold to core's counters."""
+        fp = self.fastpath
+        if fp is None:
+            return
+        rx: dict[int, tuple[int, int]] = {}
+        tx: dict[int, tuple[int, int]] = {}
+        kinds = {"fwd6": 0, "fwd4": 0, "echo6": 0, "echo4": 0}
+        for ifindex, now in fp.counters().items():
+            last = self._fp_folded.get(ifindex, {})
+            d = {k: v - last.get(k, 0) for k, v in now.items()}
+            self._fp_folded[ifindex] = dict(now)
+            if d.get("rx_packets"):
+                rx[ifindex] = (d["rx_packets"], d["rx_bytes"])
+            if d.get("tx_packets"):
+                tx[ifindex] = (d["tx_packets"], d["tx_bytes"])
+            for k in kinds:
+                kinds[k] += d.get(k, 0)
+        if rx or tx or any(kinds.values()):
+            self.stack.fastpath_fold(rx, tx, **kinds)
 
     def _write(self, tx: list[tuple[int, bytes]]) -> None:
         if not tx:
@@ -369,13 +444,27 @@ class Driver:
     # -- introspection -----------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        return {"core_errors": self.core_errors, "listener_errors": self.listener_errors,
-                "tx_no_link": self.tx_no_link, "links_gone": len(self.gone), "busy_polls": self.busy_polls}
+        out = {"core_errors": self.core_errors, "listener_errors": self.listener_errors,
+               "tx_no_link": self.tx_no_link, "links_gone": len(self.gone), "busy_polls": self.busy_polls}
+        if self.fastpath is not None:
+            out["fastpath"] = int(self._fp_on())
+            out["fastpath_installs"] = self.fp_installs
+            out["fastpath_clears"] = self.fp_clears
+        return out
 
     def link_counters(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
+        fp = self.fastpath.counters() if self.fastpath is not None else {}
         for ifindex, link in [*self.links.items(), *self.gone.items()]:
             counters = link.counters()
+            c = fp.get(ifindex)
+            if c is not None:
+                # frames the fast path read and wrote are the link's frames too
+                counters["rx_frames"] += c["rx_packets"]
+                counters["tx_frames"] += c["tx_packets"]
+                for k in ("tx_full", "tx_down", "tx_errors"):
+                    counters[{"tx_full": "tx_queue_full", "tx_down": "tx_link_down"}.get(k, k)] += c[k]
+                counters.update({f"fastpath_{k}": v for k, v in c.items()})
             for direction, table in (("rx", self.faults_rx), ("tx", self.faults_tx)):
                 inj = table.get(ifindex)
                 if inj is not None:

@@ -116,7 +116,8 @@ class HostRuntime:
     # -- on the loop ----------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> Driver:
-        driver = Driver(self.stack, self.clock, loop, pcap=self.pcap, busy_poll_us=self.cfg.busy_poll_us)
+        driver = Driver(self.stack, self.clock, loop, pcap=self.pcap, busy_poll_us=self.cfg.busy_poll_us,
+                        fastpath=_fastpath(self.cfg.fastpath))
         for name, tap in self.taps.items():
             driver.add_link(self.stack.ifindex(name), tap)
         for iface in self.cfg.interfaces:
@@ -199,3 +200,17 @@ def stack_ready(stack: Any) -> bool:
     if ready is None:       # a core without ready(): nothing to wait for
         return True
     return bool(ready())
+
+
+def _fastpath(wanted: bool) -> Any:
+    """The native flow table when configured and built (TAPSTACK_PURE=1 has none)."""
+    if not wanted:
+        return None
+    try:
+        from stack.link.fastpath import FastPath, available
+    except ImportError:
+        return None
+    if not available():
+        log.info("fast path: not available (pure-Python build); every frame takes the slow path")
+        return None
+    return FastPath()

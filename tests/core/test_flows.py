@@ -5,7 +5,7 @@ gives the counters the slow path gives for the same packets."""
 from __future__ import annotations
 
 import pytest
-from harness import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, Ether, IPv6, smac
+from harness import Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, smac
 from scapy.layers.inet6 import ICMPv6EchoRequest  # type: ignore[import-untyped]
 from test_forwarding import B4, B6, C4, C6, MAC_B, MAC_C, R0, R0_6, R1, T0, T1, from_b4, from_b6, router
 
@@ -61,7 +61,7 @@ def test_no_hints_unless_collected_nor_for_errors_or_fragments() -> None:
     assert st.flow_hints == [] and st._flow_ctx is None
 
 
-def test_no_hint_for_a_neighbor_that_is_not_confirmed() -> None:
+def test_no_hint_while_a_packet_must_move_the_neighbor_entry() -> None:
     st, clock = router()
     st.flow_hints = []
     far = ip6("2001:db8:2::77")       # on-link on tap1, no entry: INCOMPLETE, queued
@@ -83,6 +83,10 @@ def test_no_hint_for_a_neighbor_that_is_not_confirmed() -> None:
     st.flow_hints.clear()
     st.receive(T0, from_b6(dst=far), clock.now())              # -> DELAY, still sent
     assert st.flow_hints == []
+    # DELAY -> PROBE -> REACHABLE are timer moves, each one voids the flow: a hint again
+    st.receive(T0, from_b6(dst=far), clock.now())
+    [hint] = st.flow_hints
+    assert st.nd.get(T1, far).state is NudState.DELAY and hint.epoch == st.flow_epoch()  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("change", ["route", "forwarding", "pmtu", "neighbor", "address", "link"])
