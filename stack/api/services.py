@@ -27,7 +27,6 @@ UDP answers leave from the address the request was sent to, so a connected clien
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -63,53 +62,109 @@ def daytime_text(now: float | None = None) -> bytes:
 
 
 # ---------------------------------------------------------------------------
-# TCP handlers
+# TCP services: plain protocols on the transport, no task or stream objects per
+# connection (a connection costs a protocol object and its callbacks, nothing else).
 
 
-async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(RELAY_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
+class _TcpService(asyncio.Protocol):
+    """Base of the TCP services: keeps its transport in ``services.conns`` while open,
+    so that ``Services.close()`` can reset the connections it serves."""
+
+    def __init__(self, conns: set[asyncio.Transport]) -> None:
+        self.conns = conns
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.conns.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.conns.discard(self.transport)
 
 
-async def tcp_discard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while await reader.read(RELAY_CHUNK):
-            pass
-    finally:
-        writer.close()
+class TcpEcho(_TcpService):
+    """RFC 862: input goes back out until the client's EOF, then the FIN. While the
+    answer waits in the transport above its high-water mark, reading stops (so the
+    TCP window closes), as ``await writer.drain()`` did."""
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        return False                    # the transport closes: FIN after the echoed bytes
+
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.resume_reading()
 
 
-async def tcp_daytime(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(daytime_text())
-    writer.close()          # FIN after the line; input is not read
+class TcpDiscard(_TcpService):
+    """RFC 863: reads and drops; the client's EOF closes."""
 
-
-async def tcp_chargen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    block = CHARGEN_CYCLE * 4
-
-    async def drop_input() -> None:
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(RELAY_CHUNK):
-                pass
-
-    dropper = asyncio.ensure_future(drop_input())
-    try:
-        while not writer.transport.is_closing():
-            writer.write(block)
-            await writer.drain()
-    except ConnectionError:
+    def data_received(self, data: bytes) -> None:
         pass
-    finally:
-        dropper.cancel()
-        writer.close()
+
+    def eof_received(self) -> bool:
+        return False
 
 
-TCP_HANDLERS: dict[str, Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]] = {
-    "echo": tcp_echo, "discard": tcp_discard, "daytime": tcp_daytime, "chargen": tcp_chargen}
+class TcpDaytime(_TcpService):
+    """RFC 867: one line, then the FIN; input is not read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.write(daytime_text())
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+class TcpChargen(_TcpService):
+    """RFC 864: the pattern until the client goes away; input is read and dropped
+    (an EOF from the client does not stop it). Writes until the transport pauses us."""
+
+    BLOCK = CHARGEN_CYCLE * 4
+
+    def __init__(self, conns: set[asyncio.Transport]) -> None:
+        super().__init__(conns)
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fill()
+
+    def _fill(self) -> None:
+        t = self.transport
+        assert t is not None
+        block = self.BLOCK
+        while not self.paused and not t.is_closing():
+            t.write(block)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return True                     # keep sending (half-close from the client)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._fill()
+
+
+TCP_PROTOCOLS: dict[str, type[_TcpService]] = {
+    "echo": TcpEcho, "discard": TcpDiscard, "daytime": TcpDaytime, "chargen": TcpChargen}
 
 
 # ---------------------------------------------------------------------------
@@ -240,7 +295,8 @@ class Services:
         self.servers: list[sockets.TcpServer] = []
         self.udp: list[sockets.DatagramTransport] = []
         self.forwards: list[Forward] = []
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()          # forward handlers
+        self.conns: set[asyncio.Transport] = set()          # connections of the TCP services
         self.problems: list[str] = []
         # What each configuration entry started ("echo/7", "forward 2222->127.0.0.1:22"),
         # so a reload stops exactly that listener and leaves established connections alone.
@@ -261,10 +317,21 @@ class Services:
         return run
 
     def add_tcp(self, name: str, port: int,
-                handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+                handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None = None,
+                protocol: type[_TcpService] | None = None) -> None:
+        """Listen on ``port``: a stream ``handler`` (a task per connection) or a service
+        ``protocol`` class (callbacks only)."""
         hub = self.hub
-        try:
+        factory: Callable[[], asyncio.Protocol]
+        if protocol is not None:
+            conns = self.conns
+
+            def factory() -> asyncio.Protocol:
+                return protocol(conns)
+        else:
+            assert handler is not None
             factory = sockets.stream_protocol_factory(hub.loop, 2 ** 16, self._tracked(handler))
+        try:
             self.servers.append(sockets.listen(hub, factory, port))
         except OSError as e:
             self._problem(f"{name}: cannot listen on TCP port {port}: {e.strerror or e}")
@@ -286,6 +353,9 @@ class Services:
             t.close()
         for task in list(self.tasks):
             task.cancel()
+        for transport in list(self.conns):
+            transport.abort()
+        self.conns.clear()
         self.servers.clear()
         self.udp.clear()
         self.entries.clear()
@@ -297,7 +367,7 @@ class Services:
         if spec[0] == "service":
             _, name, port = spec
             if self.hub.stack.tcp is not None:
-                self.add_tcp(name, port, TCP_HANDLERS[name])
+                self.add_tcp(name, port, protocol=TCP_PROTOCOLS[name])
             self.add_udp(name, port)
         elif self.hub.stack.tcp is not None:
             _, listen, host, port = spec

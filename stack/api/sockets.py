@@ -333,8 +333,8 @@ class TcpTransport(asyncio.Transport):
         self._closing = False             # close() called
         self._lost = False                # connection_lost scheduled
         self._started = False
-        self._peername = hub.sockaddr(conn.remote, conn.rport, conn.zone)
-        self._sockname = hub.sockaddr(conn.local, conn.lport, conn.zone)
+        self._peername: tuple[Any, ...] | None = None     # formatted on first use
+        self._sockname: tuple[Any, ...] | None = None
 
     # -- wiring -------------------------------------------------------------------
 
@@ -601,8 +601,14 @@ class TcpTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
+            if self._peername is None:
+                c = self._conn
+                self._peername = self._hub.sockaddr(c.remote, c.rport, c.zone)
             return self._peername
         if name == "sockname":
+            if self._sockname is None:
+                c = self._conn
+                self._sockname = self._hub.sockaddr(c.local, c.lport, c.zone)
             return self._sockname
         if name == "connection":
             return self._conn
@@ -610,7 +616,7 @@ class TcpTransport(asyncio.Transport):
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
-        return f"<TcpTransport {state} {self._sockname} -> {self._peername}>"
+        return f"<TcpTransport {state} {self.get_extra_info('sockname')} -> {self.get_extra_info('peername')}>"
 
 
 def _source(hub: Hub, local_addr: Any) -> tuple[bytes | None, int, int]:

@@ -656,8 +656,8 @@ class TcpConnection(TcpOutput):
     def set_nodelay(self, flag: bool) -> None:
         """TCP_NODELAY: no Nagle (RFC 9293 §3.7.4 allows turning it off)."""
         self.nodelay = flag
-        if flag:
-            self._wake(None)
+        if flag and self.sndbuf.end > self.snd_nxt:
+            self._wake(None)                                # Nagle held data back: it may go now
 
     def set_keepalive(self, enabled: bool, idle: int | None = None, interval: int | None = None,
                       count: int | None = None, now: int | None = None) -> None:
