@@ -589,7 +589,7 @@ class TcpConnection(TcpOutput):
         """
         if self.rcvbuf.data:
             data = self.rcvbuf.read(max_bytes)
-            self._maybe_window_update(now)
+            self._maybe_window_update()
             return data
         if self.fin_received:
             return b""
@@ -599,7 +599,7 @@ class TcpConnection(TcpOutput):
             return b""
         raise BlockingIOError(errno.EAGAIN, "no data yet")
 
-    def _maybe_window_update(self, now: int | None) -> None:
+    def _maybe_window_update(self) -> None:
         """Reading opened the window: tell the peer once it can grow by its current size
         and by at least min(buffer/2, MSS) (Linux tcp_cleanup_rbuf; RFC 9293 §3.8.6.2.2)."""
         if self.state not in RECEIVING:
@@ -607,21 +607,28 @@ class TcpConnection(TcpOutput):
         current = max(self.rcv_adv - self.rcv_nxt, 0)
         free = self.rcvbuf.space()
         if free - current >= max(current, min(self.rcvbuf.limit // 2, self.mss_local)):
+            # Not sent at once: it leaves at the layer's next poll (an instant already
+            # due), or before that on whatever this connection sends first (an echo's
+            # answer to what was just read carries it: one segment instead of two).
             self.ack_now = True
-            self._wake(now)
+            self._wake(None)
 
     def shutdown_write(self, now: int | None = None) -> None:
         """RFC 9293 §3.10.4 CLOSE of the sending direction: FIN after the last queued byte."""
+        if self._queue_fin():
+            self._wake(now)
+
+    def _queue_fin(self) -> bool:
         st = self.state
         if self.fin_queued or st not in _WRITABLE_STATES:
-            return
+            return False
         self.fin_queued = True
         if st is TcpState.ESTABLISHED:
             self.state = TcpState.FIN_WAIT_1
         elif st is TcpState.CLOSE_WAIT:
             self.state = TcpState.LAST_ACK
         # SYN-SENT / SYN-RECEIVED: FIN-WAIT-1 once established (``_established``).
-        self._wake(now)
+        return True
 
     def close(self, now: int | None = None) -> None:
         """Both directions: no more reads; the FIN goes after every queued byte.
@@ -638,10 +645,10 @@ class TcpConnection(TcpOutput):
         if self.rcvbuf.data:
             self.abort(now)
             return
-        self.shutdown_write(now)
+        self._queue_fin()
         if self.state is TcpState.FIN_WAIT_2 and now is not None:
             self.fin_wait2_at = now + self.config.fin_wait2_timeout
-        self._wake(now)
+        self._wake(now)                                     # one flush: the FIN (or the timer)
 
     def abort(self, now: int | None = None) -> None:
         """RFC 9293 §3.10.5 ABORT: RST in synchronized states, then CLOSED."""

@@ -58,7 +58,7 @@ from stack.core.tcp.tcb import (
 from stack.wire.addr import fmt, needs_zone
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import PROTO_TCP, Frame
-from stack.wire.tcp import ACK, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
 
 Key = tuple[bytes, int, bytes, int, int]       # (local, lport, remote, rport, zone)
 ListenKey = tuple[bytes | None, int, int]      # (local or None = any, port, zone)
@@ -199,8 +199,18 @@ class TcpLayer:
             conn.progress = False
             if conn.route is not None:
                 self.ip.confirm_reachable(conn.route, now)
+        state = conn.state
+        if state is TcpState.CLOSE_WAIT and seg.flags & FIN and not conn.embryonic and not conn.app_closed \
+                and not conn.has_segments():
+            # The peer's FIN: its ACK waits for the layer's next poll (an instant already
+            # due), so that an application closing on the EOF it was just told about sends
+            # one FIN,ACK instead of an ACK and then a FIN (one segment fewer per connection).
+            self._dirty[conn] = None
+            if self._deferred:
+                self._deferred.pop(conn, None)
+            return
         deferred = self._deferred
-        if deferred is not None and conn.state is TcpState.ESTABLISHED and not conn.ooo.starts:
+        if deferred is not None and state is TcpState.ESTABLISHED and not conn.ooo.starts:
             deferred[conn] = None           # out of order data still ACKs at once (RFC 5681 §4.2)
             return
         self._flush(conn, now)

@@ -48,6 +48,10 @@ class TcpOutput(TcpControlBlock):
     def has_output(self) -> bool:
         return bool(self._out) or self.ack_now
 
+    def has_segments(self) -> bool:
+        """Control segments are queued (a RST, a SYN,ACK again): not only an ACK."""
+        return bool(self._out)
+
     def _sack_option_len(self) -> int:
         if not (self.sack_ok and self.ooo.starts):
             return 0

@@ -16,7 +16,7 @@ from stack.core.tcp.layer import TcpLayer
 from stack.core.tcp.seq import COOKIE_MSS
 from stack.core.tcp.tcb import TcpConfig, TcpState
 from stack.wire.addr import ip4, ip6
-from stack.wire.tcp import ACK, RST, SYN, TcpSegment, build_tcp
+from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp
 
 US = ip6("2001:db8:1::2")
 PEER = ip6("2001:db8:1::1")
@@ -331,4 +331,52 @@ def test_a_receive_batch_acks_a_run_of_in_order_segments_once_at_its_end() -> No
     [dup] = ip.take()
     assert dup.ack == 13001
     la.end_batch(0)
+    assert ip.take() == []
+
+
+def test_fin_ack_waits_for_the_next_poll_so_a_close_on_eof_sends_one_fin_ack() -> None:
+    la, ip = layer()
+    lst = la.listen(None, 7)
+    synack = handshake(la, ip, at=ms(1))
+    conn = lst.accept()
+    assert conn is not None
+    ip.take()
+    ack = synack.seq + 1
+    inject(la, seg("FA", seq=5001, ack=ack), at=ms(2))
+    assert ip.take() == [] and conn.state is TcpState.CLOSE_WAIT
+    assert la.poll_at() == ms(2)                                      # due at once
+    assert conn.recv(now=ms(2)) == b""
+    conn.close(now=ms(2))                                             # the application reacts
+    [finack] = ip.take()
+    assert finack.flags == FIN | ACK and finack.ack == 5002 and finack.seq == ack
+    assert conn.state is TcpState.LAST_ACK
+    # nobody closes: the bare ACK leaves at the next poll
+    synack2 = handshake(la, ip, at=ms(3), sport=40001)
+    conn2 = lst.accept()
+    assert conn2 is not None
+    ip.take()
+    inject(la, seg("FA", seq=5001, ack=synack2.seq + 1), sport=40001, at=ms(4))
+    assert ip.take() == []
+    la.poll(ms(4))
+    [bare] = ip.take()
+    assert bare.flags == ACK and bare.ack == 5002 and conn2.state is TcpState.CLOSE_WAIT
+
+
+def test_window_update_after_a_read_rides_on_the_answer() -> None:
+    la, ip = layer()
+    lst = la.listen(None, 7)
+    inject(la, seg("S", seq=5000, mss=1460, window=65535, wscale=7), at=ms(1))
+    [synack] = ip.take()
+    assert synack.window == 65535                                     # a SYN's window is unscaled
+    inject(la, seg("A", seq=5001, ack=synack.seq + 1), at=ms(1))
+    conn = lst.accept()
+    assert conn is not None
+    inject(la, seg("PA", seq=5001, ack=synack.seq + 1, payload=b"x"), at=ms(2))
+    assert ip.take() == []                                            # delayed ACK
+    assert conn.recv(now=ms(2)) == b"x"                               # the window can grow: update due
+    assert ip.take() == [] and la.poll_at() == ms(2)
+    conn.send(b"x", now=ms(2))
+    [answer] = ip.take()                                              # one segment: data, ACK, window
+    assert answer.payload == b"x" and answer.ack == 5002 and answer.window << conn.rcv_wscale > 65535
+    la.poll(ms(2))
     assert ip.take() == []
