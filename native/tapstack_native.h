@@ -71,4 +71,57 @@ struct tsk_frame {
  * TSK_E_* code that the pure parser would raise for the same bytes. */
 int tsk_parse_frame(const char *buf, size_t len, struct tsk_frame *out);
 
+/* ---- per-flow fast path (fastpath.c; wrapper: stack/link/fastpath.py) ----
+ *
+ * After the Python core forwarded a packet (or answered an echo request) to a
+ * REACHABLE neighbor it hands out a flow hint; the runtime installs it here.
+ * tsk_fp_rx then reads frames from a TAP fd and forwards / answers those that
+ * match an installed flow and pass every per-packet check itself; anything
+ * else is returned to Python ("punted"), never dropped here. Key = (in_slot,
+ * family, src, dst). IPv4 addresses live in src[0:4] / dst[0:4], rest zero. */
+struct tsk_fp_flow {
+    uint8_t  src[16];
+    uint8_t  dst[16];
+    uint8_t  eth[14];     /* Ethernet header written before the IP packet */
+    uint8_t  in_mac[6];   /* our MAC on the ingress link */
+    uint16_t family;      /* 0 = empty slot, 6, 4 */
+    uint16_t action;      /* 1 = forward, 2 = echo reply */
+    int32_t  out_fd;      /* egress TAP fd (echo: normally the ingress fd) */
+    uint16_t in_slot;     /* link slot 0..63 of the ingress link */
+    uint16_t out_slot;    /* link slot of the egress link */
+    uint32_t out_vnet;    /* 0, or 10: egress fd has IFF_VNET_HDR */
+    uint32_t mtu;         /* largest IP packet that may leave on the egress link */
+    uint32_t hop_limit;   /* echo: hop limit / TTL of the reply */
+};
+
+/* Per link slot; only ever incremented by C, Python reads deltas. */
+struct tsk_fp_link {
+    uint64_t rx_packets, rx_bytes;
+    uint64_t tx_packets, tx_bytes;
+    uint64_t fwd6, fwd4, echo6, echo4;
+    uint64_t punted;
+    uint64_t tx_full, tx_down, tx_errors;
+};
+
+struct tsk_fp_table {
+    uint32_t mask;                 /* number of flow slots - 1 (power of two) */
+    struct tsk_fp_flow *flows;     /* mask + 1 entries, allocated by Python */
+    struct tsk_fp_link links[64];
+    int32_t err;                   /* errno of the last failed read (tsk_fp_rx returned -2) */
+};
+
+/* Install a flow (2-way set associative, most recently installed first: the
+ * flow takes way 0 of its set, the one there moves to way 1, the one in way 1
+ * is evicted; a flow with the same key is replaced). A flow with a bad
+ * family/action/slot/fd/out_vnet is ignored. */
+void tsk_fp_put(struct tsk_fp_table *t, const struct tsk_fp_flow *f);
+/* Every flow slot empty; link counters untouched. */
+void tsk_fp_clear(struct tsk_fp_table *t);
+/* Read up to `budget` frames from non-blocking `fd` (in_vnet = 0 or 10 bytes
+ * of virtio_net_hdr in front) and handle those that match a flow. Returns
+ * n > 0: the last read's n raw bytes in buf are Python's (punted); 0: EAGAIN;
+ * -1: budget frames consumed; -2: read failed (errno in t->err); -3: EOF. */
+int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet,
+              char *buf, size_t buflen, uint32_t budget);
+
 #endif
