@@ -173,7 +173,7 @@ class TapLink:
                 frames.append(data[hl:])
             else:
                 self.rx_offload += 1
-                frames.append(OffloadBytes.make(memoryview(data)[hl:], unpack_offload(data)))
+                frames.append(offload_frame(data))
         self.rx_frames += len(frames)
         return frames
 
@@ -224,6 +224,12 @@ class TapLink:
 
     def __repr__(self) -> str:
         return f"TapLink({self.name!r}, fd={self._fd}{', closed' if self.closed else ''})"
+
+
+def offload_frame(data: bytes) -> OffloadBytes:
+    """One read of a vnet link whose header is not all zero (longer than the header)
+    as the frame ``read_batch`` returns: the Ethernet frame carrying that header."""
+    return OffloadBytes.make(memoryview(data)[VNET_HDR_LEN:], unpack_offload(data))
 
 
 def random_mac(rand_bytes: bytes | None = None) -> bytes:
