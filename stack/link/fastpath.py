@@ -80,6 +80,7 @@ class FastPath:
         self._unpack = ffi.unpack
         self._links: dict[int, _Link] = {}
         self.slots = slots
+        self.consumed = 0       # frames C handled during the last read_batch (it may return [] after work)
 
     # --- links ----------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class FastPath:
         ``max_frames`` reads; returns the frames C left to Python."""
         lk = self._links.get(ifindex)
         if lk is None:
+            self.consumed = 0
             return link.read_batch(max_frames)
         frames: list[bytes] = []
         table = self._table
@@ -169,6 +171,7 @@ class FastPath:
         unpack = self._unpack
         fd, slot, vnet = lk.fd, lk.slot, lk.vnet
         left = max_frames
+        start = counters.rx_packets
         while left > 0:
             before = counters.rx_packets
             n = rx(table, fd, slot, vnet, buf, BUF_SIZE, left)
@@ -194,6 +197,7 @@ class FastPath:
             elif n == -3:
                 raise LinkGone(link.name, errno.EIO)
             break
+        self.consumed = counters.rx_packets - start
         link.rx_frames += len(frames)
         return frames
 

@@ -505,8 +505,9 @@ def test_read_batch_respects_max_frames_and_raises_link_gone(env: Env) -> None:
     env.fwd6()
     frames = [udp6(), udp6(hlim=1), udp6(), udp6(), udp6(hlim=1)]
     got = env.feed(*frames, n=3)                 # reads: fwd, punt, fwd
-    assert got == [frames[1]] and len(drain(env.b)) == 2
-    assert env.fp.read_batch(IN_A, env.link_a, 64) == [frames[4]]
+    assert got == [frames[1]] and len(drain(env.b)) == 2 and env.fp.consumed == 2
+    assert env.fp.read_batch(IN_A, env.link_a, 64) == [frames[4]] and env.fp.consumed == 1
+    assert env.fp.read_batch(IN_A, env.link_a, 64) == [] and env.fp.consumed == 0
     assert env.link_a.rx_frames == 2 and env.stats()["fwd6"] == 3
     env.a.close()
     with pytest.raises(LinkGone) as ei:
