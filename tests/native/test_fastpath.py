@@ -5,8 +5,9 @@ boundaries, read and written with the same read()/writev() a TAP gets. ``SockLin
 a TapLink over such an fd, so ``TapLink.read_batch`` on the same bytes is the reference
 for what a punted frame must look like.
 
-* forwarding v6/v4: hop limit / TTL, the IPv4 header checksum against a full
-  recomputation (scapy), the 0x0000 corners, trailing padding not sent;
+* forwarding v6/v4: bytes equal the core slow path's (a two-interface router), hop
+  limit / TTL, the IPv4 header checksum against a full recomputation (scapy), the
+  0x0000 corners, trailing padding not sent;
 * echo v6: reply bytes equal the core slow path's reply for the same request (parity),
   the ICMPv6 checksum against a full recomputation, 0x0000 and 0xffff corners;
 * every punt condition returns the frame unchanged, as TapLink would, and sends nothing;
@@ -28,11 +29,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import GA_A, GA_B, IF, MAC_A, MAC_B, ICMPv6EchoRequest, IPv6, eth6, one_stack, smac
+from harness import GA_A, GA_B, IF, MAC_A, MAC_B, ICMPv6EchoRequest, IPv6, eth6, one_stack, settle, smac
 from scapy.layers.inet import IP, TCP, UDP  # type: ignore[import-untyped]
 from scapy.layers.inet6 import IPv6ExtHdrHopByHop  # type: ignore[import-untyped]
 from scapy.layers.l2 import ARP, Dot1Q, Ether  # type: ignore[import-untyped]
 
+from stack.core.clock import ManualClock
+from stack.core.stack import Stack
 from stack.link import fastpath
 from stack.link.tap import LinkGone, TapLink
 from stack.wire import _pure
@@ -217,6 +220,43 @@ def test_forward_v4_ttl_and_header_checksum_match_a_full_recomputation(env: Env)
         out += drain(env.b)
     assert out == [expected_forward(f, ETH_OUT4) for f in frames]
     assert env.stats()["fwd4"] == 300 and env.stats(IN_B)["tx_packets"] == 300
+
+
+def core_router() -> Any:
+    """A core Stack forwarding between tap0 (ifindex 2, MAC_IN, host MAC_PEER with H1/V1)
+    and tap1 (ifindex 3, MAC_OUT, next hop MAC_NEXT with H2/V2), neighbors PERMANENT."""
+    clock = ManualClock()
+    st = Stack(rng=random.Random(5), now=clock.now(), forwarding=True)
+    assert st.add_interface("tap0", MAC_IN, now=clock.now(), dad_transmits=0) == IN_A
+    assert st.add_interface("tap1", MAC_OUT, now=clock.now(), dad_transmits=0) == IN_B
+    st.add_address(IN_A, ip6("2001:db8:1::1"), 64, clock.now())
+    st.add_address(IN_B, ip6("2001:db8:2::1"), 64, clock.now())
+    st.add_address(IN_A, ip4("192.0.2.1"), 24, clock.now())
+    st.add_address(IN_B, ip4("198.51.100.1"), 24, clock.now())
+    for ifx, addr, m in ((IN_A, H1, MAC_PEER), (IN_A, V1, MAC_PEER), (IN_B, H2, MAC_NEXT), (IN_B, V2, MAC_NEXT)):
+        st.add_neighbor(ifx, addr, m, clock.now())
+    settle(st, clock)
+    st.drain_tx()
+    return st, clock
+
+
+def test_forwarding_equals_the_core_slow_path(env: Env) -> None:
+    st, clock = core_router()
+    env.fwd6()
+    env.fwd4()
+    rng = random.Random(7)
+    for i in range(60):
+        if i % 2:
+            f = udp4(ttl=rng.randrange(2, 256), ident=rng.randrange(65536), tos=rng.randrange(256),
+                     size=rng.randrange(1400))
+        else:
+            f = bytes(eth_in() / IPv6(src=ip6_str(H1), dst=ip6_str(H2), hlim=rng.randrange(2, 256),
+                                      tc=rng.randrange(256), fl=rng.randrange(1 << 20)) /
+                      UDP(sport=1, dport=2) / rng.randbytes(rng.randrange(1400)))
+        st.receive(IN_A, f, clock.now())
+        (ifx, want), = st.drain_tx()
+        assert env.feed(f) == []
+        assert ifx == IN_B and drain(env.b) == [bytes(want)], f"frame {i}"
 
 
 def _ident_for_checksum(target: int, ttl: int) -> int:
