@@ -58,7 +58,7 @@ from stack.core.tcp.tcb import (
 from stack.wire.addr import fmt, needs_zone
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import PROTO_TCP, Frame
-from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, address_sum, build_tcp, parse_tcp
 
 Key = tuple[bytes, int, bytes, int, int]       # (local, lport, remote, rport, zone)
 ListenKey = tuple[bytes | None, int, int]      # (local or None = any, port, zone)
@@ -141,6 +141,7 @@ class TcpLayer:
         self.ip = ip
         self.config = config or TcpConfig()
         self.stats = ip.stats
+        self._tcp_counters = ip.stats.of("tcp")        # bumped per segment without a call
         self.connections: dict[Key, TcpConnection] = {}
         self.listeners: dict[ListenKey, TcpListener] = {}
         self._secret = ip.rng.randbytes(32)          # RFC 6528 §3 secret key
@@ -159,7 +160,7 @@ class TcpLayer:
     def handle(self, frame: Frame, rcv_ifindex: int, now: int) -> None:
         """One TCP segment that IP accepted for us (not a fragment)."""
         self._now = now
-        self.stats.count("tcp", "in_segs")
+        self._tcp_counters["in_segs"] += 1
         if not frame.csum_ok:
             self.stats.drop(Drop.BAD_CHECKSUM)
             return
@@ -169,14 +170,24 @@ class TcpLayer:
             self.stats.drop(f"parse_{e.reason}")
             return
         src, dst = frame.src, frame.dst
-        if _is_group(dst) or _is_group(src) or frame.sport == 0 or frame.dport == 0:
-            self.stats.drop(Drop.TCP_BAD_SEGMENT)       # RFC 9293 §3.9.1.3 note: unicast only
-            return
-        zone = rcv_ifindex if needs_zone(dst) or needs_zone(src) else 0
-        key = (dst, frame.dport, src, frame.sport, zone)
+        sport, dport = frame.sport, frame.dport
+        if len(dst) == 16:
+            # the tests of _is_group and needs_zone, inlined (per segment)
+            d0, s0 = dst[0], src[0]
+            if d0 == 0xFF or s0 == 0xFF or sport == 0 or dport == 0:
+                self.stats.drop(Drop.TCP_BAD_SEGMENT)   # RFC 9293 §3.9.1.3 note: unicast only
+                return
+            zone = rcv_ifindex if ((d0 == 0xFE and dst[1] & 0xC0 == 0x80)
+                                   or (s0 == 0xFE and src[1] & 0xC0 == 0x80)) else 0
+        else:
+            if _is_group(dst) or _is_group(src) or sport == 0 or dport == 0:
+                self.stats.drop(Drop.TCP_BAD_SEGMENT)
+                return
+            zone = 0
+        key = (dst, dport, src, sport, zone)
         conn = self.connections.get(key)
         if conn is not None:
-            if not conn.accepts_new_syn(seg):
+            if not seg.flags & SYN or not conn.accepts_new_syn(seg):
                 self._deliver(conn, seg, now)
                 return
             self._forget(conn)                          # RFC 6191: a new incarnation
@@ -484,8 +495,10 @@ class TcpLayer:
         if self._deferred:
             self._deferred.pop(conn, None)
         route = conn.route
-        if self._tso_max is not None and route is not None:
-            # payload room in one TSO packet: the IP maximum less IP and TCP headers (options included)
+        if self._tso_max is not None and route is not None and conn.tso_route is not route:
+            # payload room in one TSO packet: the IP maximum less IP and TCP headers (options
+            # included); asked once per route the connection uses
+            conn.tso_route = route
             tso = self._tso_max(route)
             conn.tso_max = tso - (40 if len(route.dst) == 16 else 20) - 60 if tso else 0
         for seg in conn.dispatch(now):
@@ -527,8 +540,11 @@ class TcpLayer:
             if self._mss_for(route) < conn.snd_mss:
                 conn.on_path_mtu(route.mtu)
         conn.route_fresh = False
-        self.stats.count("tcp", "out_segs")
-        l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg)
+        self._tcp_counters["out_segs"] += 1
+        if conn.pseudo_route is not route:
+            conn.pseudo_route = route
+            conn.pseudo_sum = address_sum(route.src, route.dst)
+        l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg, conn.pseudo_sum)
         if len(seg.payload) > conn.gso_size and conn.tso_max:
             self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached, gso=conn.gso_size)
             return

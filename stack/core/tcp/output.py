@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 
 from stack.core.events import Closed, Connected, SocketError
+from stack.core.tcp.congestion import Recovery
 from stack.core.tcp.tcb import SENDING, TcpControlBlock, TcpState
 from stack.wire.tcp import ACK, FIN, PSH, TcpSegment
 
@@ -58,9 +59,15 @@ class TcpOutput(TcpControlBlock):
         return 4 + 8 * min(len(self.ooo), 3 if self.ts_ok else 4)
 
     def _send_data(self, now: int, out: list[TcpSegment]) -> None:
+        cc = self.cc
+        if (cc.state is Recovery.OPEN and not self.fin_queued and self.sndbuf.end == self.snd_nxt
+                and self.gso_size):
+            # Nothing new and nothing to resend (every ACK of a receiver, most of a
+            # request/answer exchange): what the loop below would conclude, without it.
+            self.probe_at = None
+            return
         mss = self.payload_mss() - self._sack_option_len()
         self.gso_size = mss
-        cc = self.cc
         while True:
             una, nxt = self.snd_una, self.snd_nxt
             hole = cc.next_retransmit(una, nxt, mss)
@@ -155,11 +162,22 @@ class TcpOutput(TcpControlBlock):
 
     def poll_at(self) -> int | None:
         """The earliest deadline of this connection, or None."""
-        best: int | None = None
-        for t in (self.rto_at, self.delayed_ack_at, self.probe_at, self.keepalive_at,
-                  self.time_wait_at, self.fin_wait2_at):
-            if t is not None and (best is None or t < best):
-                best = t
+        best = self.rto_at                  # unrolled: runs after every segment
+        t = self.delayed_ack_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.probe_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.keepalive_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.time_wait_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.fin_wait2_at
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def poll(self, now: int) -> None:

@@ -30,6 +30,8 @@ from stack.wire.tcp import ACK, SYN, TS_OPTION_LEN, TcpSegment
 if TYPE_CHECKING:
     from stack.core.ipservice import OutRoute
 
+_new = tuple.__new__            # TcpSegment without its Python-level __new__ (per segment)
+
 
 class TcpState(Enum):
     """RFC 9293 §3.3.2 connection states."""
@@ -111,12 +113,13 @@ class TcpControlBlock:
         "app_closed", "cc", "config", "delayed_ack_at", "embryonic", "error", "fin_queued", "fin_received",
         "fin_wait2_at", "gso_size", "irs", "iss", "keepalive", "keepalive_at", "keepalive_probes", "last_ack_sent", "last_send_at",
         "listener", "local", "lport", "max_snd_wnd", "mss_local", "nodelay", "on_established",
-        "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "rcv_adv", "rcv_mss",
+        "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "pseudo_route", "pseudo_sum",
+        "rcv_adv", "rcv_mss",
         "rcv_nxt", "rcv_wscale", "rcvbuf", "remote", "retries", "route", "route_fresh", "rport",
         "rto_at", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sched_at", "snd_mss", "snd_nxt", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "soft_error", "state", "stats",
         "syn_retransmitted", "time_wait_at", "ts_offset", "ts_ok", "ts_recent", "ts_recent_at",
-        "tso_max", "wake", "want_writable", "wscale_ok", "zone",
+        "tso_max", "tso_route", "wake", "want_writable", "wscale_ok", "zone",
     )
 
     def __init__(self, *, local: bytes, lport: int, remote: bytes, rport: int, zone: int, iss: int,
@@ -129,6 +132,8 @@ class TcpControlBlock:
         self.state = TcpState.CLOSED
         self.route: OutRoute | None = None       # owned by the layer (cached OutRoute)
         self.route_fresh = False                 # next send is the first after a lookup
+        self.pseudo_route: OutRoute | None = None    # the route ``pseudo_sum`` was computed for
+        self.pseudo_sum = 0                      # its pseudo-header address sum (wire.tcp.address_sum)
         self.sched_at: int | None = None         # the layer's timer-heap entry for this connection
         self.listener: object | None = None      # the TcpListener of a passive open
         self.on_established: Callable[[TcpControlBlock], None] | None = None
@@ -162,6 +167,7 @@ class TcpControlBlock:
         self.syn_retransmitted = False
         self.last_send_at = 0                    # when new data last left (RFC 5681 §4.1 idle test)
         self.tso_max = 0                         # TSO: payload bytes per segment the route's link splits (0: off)
+        self.tso_route: OutRoute | None = None   # the route tso_max was asked for
         self.gso_size = 0                        # the MSS those large segments stand for
 
     def _init_receive(self, mss_local: int, ts_offset: int) -> None:
@@ -258,7 +264,7 @@ class TcpControlBlock:
         blocks: tuple[tuple[int, int], ...] = ()
         if self.sack_ok and self.ooo.starts and flags & ACK:
             blocks = self.ooo.sack_blocks(3 if ts is not None else 4)
-        return TcpSegment(seq, ack, flags, window, payload, 0, None, None, False, blocks, ts)
+        return _new(TcpSegment, (seq, ack, flags, window, payload, 0, None, None, False, blocks, ts))
 
     def _syn_segment(self, now: int) -> TcpSegment:
         """Our SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) with the options we negotiate.
