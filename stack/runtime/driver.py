@@ -168,20 +168,25 @@ class Driver:
         stop = start + BUSY_POLL_MAX_NS
         links = list(self.links.items())
         while True:
-            got = False
+            got = work = False
             fp = self.fastpath if self._fp_on() else None
             for ifindex, link in links:
                 try:
-                    frames = fp.read_batch(ifindex, link, self.batch) \
-                        if fp is not None and fp.has_link(ifindex) else link.read_batch(self.batch)
+                    if fp is not None and fp.has_link(ifindex):
+                        frames = fp.read_batch(ifindex, link, self.batch)
+                        if fp.consumed:
+                            got = True      # handled in C: a frame came, keep polling
+                    else:
+                        frames = link.read_batch(self.batch)
                 except LinkGone as e:
                     self._link_gone(ifindex, e)
                     return
                 if frames:
-                    got = True
+                    got = work = True
                     self._process(ifindex, link, frames)
-            if got:
+            if work:
                 self.service()
+            if got:
                 self.busy_polls += 1
             t = clock()
             if got:
