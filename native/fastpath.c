@@ -188,6 +188,8 @@ static void fp_send(struct tsk_fp_table *t, const struct tsk_fp_flow *f, const u
     if (r >= 0) {
         out->tx_packets++;
         out->tx_bytes += ETH_LEN + iplen;
+        if (vhdr && vhdr[1] != 0)       /* gso_type: a GSO packet left whole */
+            out->tx_gso++;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         out->tx_full++;
     } else if (errno == EIO) {

@@ -101,6 +101,7 @@ struct tsk_fp_link {
     uint64_t fwd6, fwd4, echo6, echo4;
     uint64_t punted;
     uint64_t tx_full, tx_down, tx_errors;
+    uint64_t tx_gso;                  /* of tx_packets: GSO packets written whole (vnet egress) */
 };
 
 struct tsk_fp_table {

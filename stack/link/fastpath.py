@@ -33,7 +33,7 @@ FORWARD = 1
 ECHO = 2
 BUF_SIZE = VNET_HDR_LEN + 65536 + 512
 COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "fwd6", "fwd4", "echo6", "echo4",
-            "punted", "tx_full", "tx_down", "tx_errors")
+            "punted", "tx_full", "tx_down", "tx_errors", "tx_gso")
 
 
 def _lib() -> tuple[Any, Any]:

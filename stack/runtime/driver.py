@@ -229,6 +229,7 @@ class Driver:
         if self.fastpath is not None:
             self.fold_fastpath()
             self.fastpath.remove_link(ifindex)      # before the fd closes: no flow keeps it
+            self._fp_folded.pop(ifindex, None)      # its counters are in core now
         self.gone[ifindex] = link
         if not link.closed:
             self.loop.remove_reader(link.fileno())
@@ -467,7 +468,7 @@ class Driver:
                 # frames the fast path read and wrote are the link's frames too
                 counters["rx_frames"] += c["rx_packets"]
                 counters["tx_frames"] += c["tx_packets"]
-                for k in ("tx_full", "tx_down", "tx_errors"):
+                for k in ("tx_full", "tx_down", "tx_errors", "tx_gso"):
                     counters[{"tx_full": "tx_queue_full", "tx_down": "tx_link_down"}.get(k, k)] += c[k]
                 counters.update({f"fastpath_{k}": v for k, v in c.items()})
             for direction, table in (("rx", self.faults_rx), ("tx", self.faults_tx)):
