@@ -12,7 +12,9 @@ errors must quote a sequence number in flight).
 Inputs: ``on_segment(seg, now)``, ``poll(now)``, the API calls. Output:
 ``dispatch(now) -> list[TcpSegment]`` (``output.py``). Events (``Readable``,
 ``Writable``, ``Connected``, ``Closed``, ``SocketError``) go to the emit
-function; the layer adds ``Accepted`` for listeners.
+function; the layer adds ``Accepted`` for listeners. ``Readable`` is
+edge-triggered: after one, the next is emitted only once ``recv`` has been
+called again.
 
 Transition table (RFC 9293 §3.3.2 figure 5; "rcv" = segment arrives):
 
@@ -72,9 +74,10 @@ from stack.core.tcp.tcb import (
     TcpState,
     window_shift,
 )
-from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment
+from stack.wire.tcp import ACK, FIN, RST, SYN, URG, TcpSegment
 
 PAWS_IDLE = s(24 * 24 * 3600)             # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
+_PREDICT_MASK = SYN | FIN | RST | URG | ACK   # header prediction: of these, exactly ACK
 _WRITABLE_STATES = frozenset({TcpState.SYN_SENT, TcpState.SYN_RECEIVED, TcpState.ESTABLISHED,
                               TcpState.CLOSE_WAIT})
 _RESET_BY_PEER = frozenset({TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2,
@@ -165,6 +168,8 @@ class TcpConnection(TcpOutput):
     def on_segment(self, seg: TcpSegment, now: int) -> None:
         """RFC 9293 §3.10.7: one arriving segment (ports already matched)."""
         st = self.state
+        if st is TcpState.ESTABLISHED and seg.flags & _PREDICT_MASK == ACK and self._predicted(seg, now):
+            return
         if st is TcpState.CLOSED or st is TcpState.LISTEN:
             self.stats.drop(Drop.TCP_CLOSED)
             return
@@ -204,6 +209,42 @@ class TcpConnection(TcpOutput):
             self._process_text(seq_in, payload, now)
         if flags & FIN:
             self._check_fin(seq_in + len(payload), now)
+
+    def _predicted(self, seg: TcpSegment, now: int) -> bool:
+        """Header prediction (Van Jacobson; Linux tcp_rcv_established): the segment an
+        ESTABLISHED connection expects next, an ACK (no SYN, FIN, RST, URG) at RCV.NXT
+        with an acceptable ACK, no SACK blocks, a timestamp not older than TS.Recent and
+        in-order text that fits the window, is handled here with what the steps below
+        would do for it, and nothing else. False: the full steps run."""
+        nxt = self.rcv_nxt
+        if seg.seq != nxt & SEQ_MASK or seg.sack_blocks:
+            return False
+        ts = seg.ts
+        if self.ts_ok and (ts is None or ts_newer(self.ts_recent, ts[0])):
+            return False
+        payload = seg.payload
+        n = len(payload)
+        if n and (self.ooo.starts or self.app_closed or self.ooo_fin is not None or n > self.rcv_window()):
+            return False
+        una = self.snd_una
+        ack = unwrap(seg.ack, una)
+        if ack < una or ack > self.snd_nxt:
+            return False
+        # first (acceptable, nothing to trim) and PAWS passed: RFC 7323 §4.3 TS.Recent
+        if ts is not None and self.ts_ok and nxt <= self.last_ack_sent:
+            self.ts_recent, self.ts_recent_at = ts[0], now
+        self._check_ack(seg, nxt, now)                      # fifth; True for such an ACK
+        if self.keepalive:
+            self._arm_keepalive(now)
+        if n:
+            # seventh, in order with nothing queued behind it
+            if n > self.rcv_mss:
+                self.rcv_mss = min(n, self.mss_local)
+            self.rcvbuf.data += payload
+            self.rcv_nxt = nxt + n
+            self._readable()
+            self._schedule_ack(now)
+        return True
 
     def _check_paws(self, seg: TcpSegment, seq: int, now: int) -> bool:
         """RFC 7323 §5.3 R1: drop a segment whose TSval is older than TS.Recent."""
@@ -426,8 +467,15 @@ class TcpConnection(TcpOutput):
                 self.ack_now = True                         # RFC 5681 §4.2: a gap was filled
             if self.ooo_fin == self.rcv_nxt:
                 self._receive_fin(now)
-        self._event(Readable(self))
+        self._readable()
         self._schedule_ack(now)
+
+    def _readable(self) -> None:
+        # Edge-triggered (as EPOLLET): one Readable until the application calls recv()
+        # again, not one per segment of a batch (each would find the data already read).
+        if self.read_armed:
+            self.read_armed = False
+            self._event(Readable(self))
 
     def _schedule_ack(self, now: int) -> None:
         """RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK every second full segment, else delay."""
@@ -451,7 +499,7 @@ class TcpConnection(TcpOutput):
         self.rcv_nxt += 1
         self.fin_received = True
         self.ack_now = True
-        self._event(Readable(self))
+        self._readable()
         st = self.state
         if st is TcpState.ESTABLISHED or st is TcpState.SYN_RECEIVED:
             self._enter(TcpState.CLOSE_WAIT, now)
@@ -586,7 +634,10 @@ class TcpConnection(TcpOutput):
 
         Raises ``BlockingIOError`` when nothing is there yet, or the connection's
         error (``ConnectionResetError``...) once the buffered data is read.
+        Every call re-arms ``Readable``: after one, the next comes only once
+        ``recv`` was called again (a reader reads until ``BlockingIOError``).
         """
+        self.read_armed = True
         if self.rcvbuf.data:
             data = self.rcvbuf.read(max_bytes)
             self._maybe_window_update()

@@ -115,7 +115,7 @@ class TcpControlBlock:
         "listener", "local", "lport", "max_snd_wnd", "mss_local", "nodelay", "on_established",
         "ooo", "ooo_fin", "passive", "probe_at", "probe_count", "progress", "pseudo_route", "pseudo_sum",
         "rcv_adv", "rcv_mss",
-        "rcv_nxt", "rcv_wscale", "rcvbuf", "remote", "retries", "route", "route_fresh", "rport",
+        "rcv_nxt", "rcv_wscale", "rcvbuf", "read_armed", "remote", "retries", "route", "route_fresh", "rport",
         "rto_at", "rtt", "rtt_seq", "rtt_time", "sack_ok", "sched_at", "snd_mss", "snd_nxt", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "sndbuf", "soft_error", "state", "stats",
         "syn_retransmitted", "time_wait_at", "ts_offset", "ts_ok", "ts_recent", "ts_recent_at",
@@ -208,6 +208,7 @@ class TcpControlBlock:
         self.nodelay = config.nodelay
         self.app_closed = False
         self.want_writable = False
+        self.read_armed = True                   # the next data or FIN emits Readable (recv re-arms)
         self.error: int | None = None
         self.soft_error: int | None = None
         self.progress = False                    # an ACK advanced SND.UNA (layer confirms reachability)

@@ -451,6 +451,18 @@ def test_in_order_text_is_delivered_and_readable_emitted() -> None:
         c.recv()
 
 
+def test_readable_is_edge_triggered_and_recv_rearms_it() -> None:
+    c = established()
+    feed(c, seg("PA", seq=IRS + 1, ack=ISS + 1, payload=b"ab"), at=0)
+    feed(c, seg("PA", seq=IRS + 3, ack=ISS + 1, payload=b"cd"), at=0)
+    assert [type(e) for e in events(c)] == [Readable]          # one for the run, not one per segment
+    assert c.recv() == b"abcd"
+    feed(c, seg("PA", seq=IRS + 5, ack=ISS + 1, payload=b"e"), at=0)
+    feed(c, seg("FA", seq=IRS + 6, ack=ISS + 1), at=0)         # the FIN behind unread data: no second event
+    assert [type(e) for e in events(c)] == [Readable, Readable]
+    assert c.recv() == b"e" and c.recv() == b""
+
+
 def test_out_of_order_text_is_sacked_then_reassembled() -> None:
     c = established(TcpConfig(timestamps=False, window_scaling=False), sack_permitted=True)
     feed(c, seg("A", seq=IRS + 1001, ack=ISS + 1, payload=b"b" * 1000), at=0)
