@@ -24,7 +24,7 @@ from stack.core.clock import ms, s
 from stack.core.stats import Stats
 from stack.core.tcp.buffers import ReassemblyQueue, ReceiveBuffer, SendBuffer
 from stack.core.tcp.congestion import Congestion
-from stack.core.tcp.rtt import RttEstimator, ts_clock
+from stack.core.tcp.rtt import TS_MASK, TS_TICK_NS, RttEstimator, ts_clock
 from stack.wire.tcp import ACK, SYN, TS_OPTION_LEN, TcpSegment
 
 if TYPE_CHECKING:
@@ -228,10 +228,11 @@ class TcpControlBlock:
 
     def _advertise(self, syn: bool) -> int:
         """The window field for the next segment; records the new right edge."""
-        free = self.rcvbuf.space()
+        rcvbuf = self.rcvbuf
+        free = max(0, rcvbuf.limit - len(rcvbuf.data))      # rcvbuf.space(), inlined (per segment)
         current = max(self.rcv_adv - self.rcv_nxt, 0)
         # RFC 9293 §3.8.6.2.2: move the right edge only by min(buffer/2, MSS) or more.
-        new = free if free - current >= min(self.rcvbuf.limit // 2, self.mss_local) else current
+        new = free if free - current >= min(rcvbuf.limit // 2, self.mss_local) else current
         if syn:
             # RFC 7323 §2.2: the window field of a SYN is never scaled.
             field = min(new, 0xFFFF)
@@ -261,7 +262,8 @@ class TcpControlBlock:
             self.ack_now = False
             self.delayed_ack_at = None
         window = self._advertise(False)
-        ts = (ts_clock(now, self.ts_offset), self.ts_recent) if self.ts_ok else None
+        # ts_clock(now, ts_offset), inlined (per segment)
+        ts = ((now // TS_TICK_NS + self.ts_offset) & TS_MASK, self.ts_recent) if self.ts_ok else None
         blocks: tuple[tuple[int, int], ...] = ()
         if self.sack_ok and self.ooo.starts and flags & ACK:
             blocks = self.ooo.sack_blocks(3 if ts is not None else 4)
