@@ -151,8 +151,11 @@ class Driver:
         except LinkGone as e:
             self._link_gone(ifindex, e)
             return
-        self._process(ifindex, link, frames)
-        self.service()
+        if frames:
+            self._process(ifindex, link, frames)
+            self.service()
+        # else nothing reached core (the fast path handled every frame, or a spurious
+        # wake-up): no output, events or timers can have changed, so no service()
         if self.busy_poll_ns:
             self._busy_poll()
 
