@@ -93,9 +93,15 @@ static inline uint32_t fp_bucket(const struct tsk_fp_table *t, uint32_t h)
     return t->mask ? (h & t->mask & ~1u) : 0;
 }
 
+/* A slot holds a flow: installed, and not voided by a tsk_fp_clear since. */
+static inline int fp_live(const struct tsk_fp_table *t, const struct tsk_fp_flow *f)
+{
+    return f->family != 0 && f->gen == t->gen;
+}
+
 static inline int fp_same_key(const struct tsk_fp_flow *a, const struct tsk_fp_flow *b)
 {
-    return a->family == b->family && a->in_slot == b->in_slot &&
+    return a->family == b->family && a->gen == b->gen && a->in_slot == b->in_slot &&
            memcmp(a->src, b->src, 16) == 0 && memcmp(a->dst, b->dst, 16) == 0;
 }
 
@@ -108,6 +114,7 @@ void tsk_fp_put(struct tsk_fp_table *t, const struct tsk_fp_flow *f)
         (f->out_vnet != 0 && f->out_vnet != VNET_LEN))
         return;
     struct tsk_fp_flow n = *f;
+    n.gen = t->gen;
     if (n.family == FAM4) { /* the key compares all 16 bytes: IPv4 pads with zeros */
         memset(n.src + 4, 0, 12);
         memset(n.dst + 4, 0, 12);
@@ -122,7 +129,7 @@ void tsk_fp_put(struct tsk_fp_table *t, const struct tsk_fp_flow *f)
      * there moves to way 1, evicting whatever way 1 held: way 1 is always the
      * less recently installed of the two. */
     struct tsk_fp_flow *w1 = &t->flows[b + 1];
-    if (w0->family != 0)
+    if (fp_live(t, w0))
         *w1 = *w0;
     else if (fp_same_key(w1, &n))
         w1->family = 0;
@@ -133,7 +140,13 @@ void tsk_fp_clear(struct tsk_fp_table *t)
 {
     if (t == NULL || t->flows == NULL)
         return;
-    memset(t->flows, 0, ((size_t)t->mask + 1) * sizeof(struct tsk_fp_flow));
+    /* O(1): flows stamped with an older gen no longer match. Runs on every change
+     * core makes to routes, neighbors or addresses, so it must be cheap. Only when
+     * gen wraps (after 2^32 clears) are the slots really wiped, so that no flow of
+     * 2^32 clears ago comes back to life. */
+    t->gen++;
+    if (t->gen == 0)
+        memset(t->flows, 0, ((size_t)t->mask + 1) * sizeof(struct tsk_fp_flow));
 }
 
 static const struct tsk_fp_flow *fp_lookup(const struct tsk_fp_table *t, uint32_t slot, uint32_t family,
@@ -144,7 +157,7 @@ static const struct tsk_fp_flow *fp_lookup(const struct tsk_fp_table *t, uint32_
     uint32_t ways = t->mask ? 2 : 1;
     for (uint32_t i = 0; i < ways; i++) {
         const struct tsk_fp_flow *f = &t->flows[b + i];
-        if (f->family == family && f->in_slot == slot && memcmp(f->src, src, alen) == 0 &&
+        if (f->family == family && f->gen == t->gen && f->in_slot == slot && memcmp(f->src, src, alen) == 0 &&
             memcmp(f->dst, dst, alen) == 0)
             return f; /* IPv4: the flow's bytes 4..15 are zero by tsk_fp_put */
     }

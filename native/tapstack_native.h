@@ -92,6 +92,7 @@ struct tsk_fp_flow {
     uint32_t out_vnet;    /* 0, or 10: egress fd has IFF_VNET_HDR */
     uint32_t mtu;         /* largest IP packet that may leave on the egress link */
     uint32_t hop_limit;   /* echo: hop limit / TTL of the reply */
+    uint32_t gen;         /* the table's gen when installed (set by tsk_fp_put); live only while equal */
 };
 
 /* Per link slot; only ever incremented by C, Python reads deltas. */
@@ -109,6 +110,7 @@ struct tsk_fp_table {
     struct tsk_fp_flow *flows;     /* mask + 1 entries, allocated by Python */
     struct tsk_fp_link links[64];
     int32_t err;                   /* errno of the last failed read (tsk_fp_rx returned -2) */
+    uint32_t gen;                  /* tsk_fp_clear moves it: every flow of an older gen is void (O(1) clear) */
 };
 
 /* Install a flow (2-way set associative, most recently installed first: the

@@ -732,6 +732,27 @@ def test_big_table_holds_many_flows_and_clear_empties_it() -> None:
         e.close()
 
 
+def test_clear_is_a_generation_bump_and_a_wrap_wipes_the_slots() -> None:
+    """clear() voids every flow at once (flows carry the table's gen); when gen wraps to
+    0 the slots are wiped, so a flow installed 2^32 clears earlier cannot match again."""
+    e = Env(slots=2)
+    try:
+        e.fwd6()
+        e.fp.clear()
+        assert e.feed(udp6()) == [udp6()]
+        e.fwd6()                                  # a new install in the new gen works
+        assert e.feed(udp6()) == []
+        e.fp._table.gen = 0xFFFFFFFF              # the last gen before the wrap
+        e.fwd6()
+        assert e.feed(udp6()) == []
+        e.fp.clear()                              # gen 0 again: the slots are wiped
+        assert e.fp._table.gen == 0 and e.fp._flows[0].family == 0 and e.fp._flows[1].family == 0
+        assert e.feed(udp6()) == [udp6()]
+        drain(e.b)
+    finally:
+        e.close()
+
+
 def test_slots_and_bad_arguments(env: Env) -> None:
     fp = fastpath.FastPath(2)
     links = [SockLink(env.link_a.sock, f"t{i}") for i in range(65)]
