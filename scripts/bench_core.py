@@ -17,7 +17,10 @@ iteration, as bench.py cps does it: SYN, ACK, 1 data byte echoed, FIN, last ACK;
 µs per connection, the peer's segment building included), tcp_in6 (1428-byte
 in-order data segments into an established connection, read by the app, one ACK
 per two segments; µs per segment) and tcp_out6 (the app sends, the peer ACKs every
-second segment; µs per segment sent).
+second segment; µs per segment sent). With offloads on the link (a TAP with the
+virtio-net header): tcp_in6_gso (64 KB GSO segments marked NEEDS_CSUM, 45 x 1428
+bytes, read by the app; µs per GSO segment) and tcp_out6_gso (TSO segments sent,
+one ACK per flight; µs per 64 KB of payload). Both run n/20 segments.
 The native (cffi) or pure (TAPSTACK_PURE=1) wire path is whichever the import picks.
 """
 
@@ -39,8 +42,10 @@ from stack.core.events import Accepted, Readable
 from stack.core.stack import Stack
 from stack.wire import frame as wire_frame
 from stack.wire.addr import ip4, ip6
+from stack.wire.checksum import pseudo_sum6
 from stack.wire.ethernet import eth_header
 from stack.wire.frame_types import ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_ICMPV6, PROTO_UDP
+from stack.wire.gso import F_NEEDS_CSUM, GSO_TCPV6, Offload, OffloadBytes
 from stack.wire.icmpv6 import ECHO_REQUEST, build_echo6
 from stack.wire.ipv4 import build_ipv4
 from stack.wire.ipv6 import build_ipv6
@@ -251,12 +256,95 @@ def tcp_out(n: int) -> float:
     return (time.process_time() - t0) / sent * 1e6
 
 
-TCP_CASES = {"tcp_cps6": tcp_cps, "tcp_in6": tcp_in, "tcp_out6": tcp_out}
+# ---------------------------------------------------------------------------
+# TCP with offloads (the TAP's virtio-net header): 64 KB GSO segments in, TSO out
+
+
+GSO_PAYLOAD = 45 * 1428          # what the kernel coalesces into one GSO frame (< 64 KB)
+
+
+def _established_gso() -> tuple[Stack, ManualClock, EchoApp, object, int, tuple[int, int]]:
+    st, clock = router(False)
+    st.set_offload(T0, 65535)
+    app = EchoApp(st, clock, echo=False)
+    app.keep = True
+    out = _step(st, app, tcp_frame(40000, TcpSegment(1000, 0, SYN, 64800, b"", 0, 1440, 7, True, (), (1, 0))))
+    synack = parse_tcp(out[0][1], 54, len(out[0][1]))
+    assert synack.ts is not None
+    _step(st, app, tcp_frame(40000, TcpSegment(1001, synack.seq + 1, ACK, 2048, b"", 0, None, None, False, (),
+                                               (2, synack.ts[0]))))
+    [conn] = app.conns
+    return st, clock, app, conn, synack.seq + 1, (2, synack.ts[0])
+
+
+def tcp_in_gso(n: int) -> float:
+    """µs per 64 KB GSO segment in (NEEDS_CSUM: the checksum field holds the
+    pseudo-header sum, as the kernel hands it over); the app reads everything."""
+    st, clock, _app, conn, iss1, ts = _established_gso()
+    payload = bytes(GSO_PAYLOAD)
+    tmpl = bytearray(tcp_frame(40000, TcpSegment(1001, iss1, ACK, 2048, payload, 0, None, None, False, (), ts)))
+    l4 = 54
+    tmpl[l4 + 16:l4 + 18] = pseudo_sum6(B6, R0_6, len(tmpl) - l4, 6).to_bytes(2, "big")
+    off = Offload(F_NEEDS_CSUM, GSO_TCPV6, l4 + 32, 1428, l4, 16)
+    seq = 1001
+    got = 0
+    t0 = time.process_time()
+    for i in range(n):
+        tmpl[l4 + 4:l4 + 8] = (seq & 0xFFFFFFFF).to_bytes(4, "big")
+        f = OffloadBytes.make(tmpl, off)        # the link's one copy out of its read
+        seq += GSO_PAYLOAD
+        if i & 1:
+            clock.advance(20_000)
+        st.receive(T0, f, clock.now())
+        for _ in st.drain_events():
+            pass
+        while conn.readable():                   # type: ignore[attr-defined]
+            data = conn.recv(1 << 20, clock.now())   # type: ignore[attr-defined]
+            if not data:
+                break
+            got += len(data)
+        st.drain_tx()
+    dt = (time.process_time() - t0) / n * 1e6
+    assert conn.rcv_nxt == seq and got == n * GSO_PAYLOAD, (conn.rcv_nxt, seq, got)  # type: ignore[attr-defined]
+    return dt
+
+
+def tcp_out_gso(n: int) -> float:
+    """µs per 64 KB of payload sent as TSO segments; the peer ACKs each flight."""
+    st, clock, _app, conn, _iss1, ts = _established_gso()
+    block = bytes(1 << 20)
+    sent = 0
+    frames = 0
+    t0 = time.process_time()
+    while sent < n * 65536:
+        space = conn.send_space                  # type: ignore[attr-defined]
+        if space > 0:
+            conn.send(memoryview(block)[:space], clock.now())   # type: ignore[attr-defined]
+        out = st.drain_tx()
+        if not out:
+            raise SystemExit("tcp_out6_gso: nothing sent")
+        end = 0
+        for _ifx, f in out:
+            frames += 1
+            s = parse_tcp(f, 54, len(f))
+            sent += len(s.payload)
+            end = max(end, s.seq + len(s.payload))
+        clock.advance(10_000)
+        st.receive(T0, tcp_frame(40000, TcpSegment(1001, end & 0xFFFFFFFF, ACK, 1 << 15, b"", 0, None, None, False,
+                                                   (), ts)), clock.now())
+    dt = (time.process_time() - t0) / (sent / 65536) * 1e6
+    if frames * 2 > sent / 65536 * 3:
+        raise SystemExit(f"tcp_out6_gso: {frames} frames for {sent} bytes: no TSO?")
+    return dt
+
+
+TCP_CASES = {"tcp_cps6": tcp_cps, "tcp_in6": tcp_in, "tcp_out6": tcp_out,
+             "tcp_in6_gso": tcp_in_gso, "tcp_out6_gso": tcp_out_gso}
 
 
 def run_case(name: str, n: int) -> float:
     if name in TCP_CASES:
-        return TCP_CASES[name](n // 10 if name == "tcp_cps6" else n)
+        return TCP_CASES[name](n // 10 if name == "tcp_cps6" else n // 20 if name.endswith("_gso") else n)
     fwd, make, want = CASES[name]
     st, clock = router(fwd)
     frame = make()

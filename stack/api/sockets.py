@@ -455,9 +455,9 @@ class TcpTransport(asyncio.Transport):
             space = conn.send_space
             if space <= 0:
                 break
-            chunk = bytes(self._buf[:space])
             try:
-                n = conn.send(chunk, self._now())
+                with memoryview(self._buf) as view:      # the send buffer's copy is the only one
+                    n = conn.send(view[:space], self._now())
             except OSError as e:
                 self._fatal(e)
                 return

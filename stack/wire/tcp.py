@@ -36,7 +36,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import NamedTuple
 
-from stack.wire.checksum import internet_checksum, pseudo_sum4, pseudo_sum6
+from stack.wire.checksum import internet_checksum, ones_sum, pseudo_sum4, pseudo_sum6
 from stack.wire.errors import ParseError
 
 FIN = 0x01
@@ -73,6 +73,7 @@ _U32 = Struct("!I")
 _TS = Struct("!II")
 _TS_ALIGNED = b"\x01\x01\x08\x0a"   # RFC 7323 Appendix A layout
 _FLAG_NAMES = "FSRPAUEC"
+_JOIN_AT = 4096              # build_tcp: from this segment size on, header and payload are joined
 
 
 class TcpSegment(NamedTuple):
@@ -221,6 +222,14 @@ def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: TcpSegment,
     if ts is not None and mss is None and wscale is None and not blocks and not sack_permitted:
         # Every segment of an established timestamped connection: one pack.
         total = 32 + len(payload)
+        if total > _JOIN_AT:
+            # A large payload (a TSO segment): summed where it lies and copied once, by
+            # the join (into a bytearray and out again would be two copies).
+            hdr = bytearray(_HDR_TS.pack(sport, dport, seq & SEQ_MASK, ack & SEQ_MASK, _HLEN_TS_BYTE, flags & 0xFF,
+                                         window, 0, urgent, _TS_WORD, ts[0] & SEQ_MASK, ts[1] & SEQ_MASK))
+            _U16.pack_into(hdr, 16, internet_checksum(
+                payload, ones_sum(hdr, pseudo + (total >> 16) + (total & 0xFFFF) + 6)))
+            return b"".join((hdr, payload))
         if payload:
             buf = bytearray(total)
             _HDR_TS.pack_into(buf, 0, sport, dport, seq & SEQ_MASK, ack & SEQ_MASK, _HLEN_TS_BYTE, flags & 0xFF,

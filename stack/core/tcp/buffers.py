@@ -5,8 +5,10 @@ RFC 9293 §3.8.6 (windows), RFC 2018 §4 (which SACK blocks a receiver reports).
 Invariants: sequence numbers are unwrapped ints (see ``seq.py``). Buffers are
 ``bytearray``s trimmed at the front with ``del buf[:n]``, which CPython does in
 O(1) amortized (it moves the start pointer), so neither acknowledging nor
-reading costs a copy of what remains. Bytes are copied exactly once on the way
-in and once on the way out. The reassembly queue keeps disjoint, non-adjacent
+reading costs a copy of what remains. The send buffer copies bytes once on the
+way in and once per segment built; the receive buffer keeps large ``bytes``
+payloads as they arrived and hands them out as they are (small ones are copied
+into a shared tail once, and once out). The reassembly queue keeps disjoint, non-adjacent
 ranges, so an in-order run behind a hole grows one ``bytearray`` in place
 instead of re-merging (no O(n^2) during loss recovery), and is bounded both in
 bytes and in ranges; what does not fit is refused and counted by the caller.
@@ -15,6 +17,7 @@ bytes and in ranges; what does not fit is refused and counted by the caller.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 
 Buffer = bytes | bytearray | memoryview
 
@@ -59,36 +62,94 @@ class SendBuffer:
     def read(self, seq: int, n: int) -> bytes:
         off = seq - self.seq
         assert off >= 0, "reading below SND.UNA"
-        return bytes(self.data[off : off + n])
+        with memoryview(self.data) as view:              # one copy (a slice would be two)
+            return view[off : off + n].tobytes()
 
 
 class ReceiveBuffer:
-    """In-order bytes the application has not read yet."""
+    """In-order bytes the application has not read yet, as a queue of chunks.
 
-    __slots__ = ("data", "limit")
+    A large ``bytes`` payload (a 64 KB GSO segment parsed out of its frame) is
+    queued as it is and handed to ``read`` as the same object when it fits: no
+    copy in, none out. Smaller pieces are gathered into a ``bytearray`` tail (up to
+    ``TAIL`` bytes each), so a stream of tiny segments costs one chunk per 64 KB
+    (memory stays bounded by ``limit`` plus little overhead), not one object per
+    segment, and is read with one copy as before."""
+
+    __slots__ = ("chunks", "head", "limit", "size")
+
+    SMALL = 4096            # payloads this large (bytes) are queued as they are
+    TAIL = 65536            # smaller ones join the last chunk while it is below this
 
     def __init__(self, limit: int) -> None:
-        self.data = bytearray()
+        self.chunks: deque[bytes | bytearray] = deque()   # a bytearray chunk is ours to grow
+        self.head = 0           # bytes of chunks[0] already read
+        self.size = 0
         self.limit = limit
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.size
 
     def space(self) -> int:
-        return max(0, self.limit - len(self.data))
+        return max(0, self.limit - self.size)
 
     def append(self, data: Buffer) -> None:
-        self.data += data
+        n = len(data)
+        if not n:
+            return
+        chunks = self.chunks
+        if n >= self.SMALL and type(data) is bytes:
+            chunks.append(data)                          # immutable: shared, not copied
+        elif chunks and type(chunks[-1]) is bytearray and len(chunks[-1]) < self.TAIL:
+            chunks[-1] += data
+        else:
+            chunks.append(bytearray(data))
+        self.size += n
 
     def read(self, max_bytes: int) -> bytes:
-        n = min(max_bytes, len(self.data))
-        if n == len(self.data):
-            out = bytes(self.data)
-            self.data.clear()
+        """Up to ``max_bytes``; a large chunk at the front is returned alone (a short
+        read, which a stream reader takes as it takes any), never split to fill up."""
+        chunks = self.chunks
+        if not chunks or max_bytes <= 0:
+            return b""
+        first = chunks[0]
+        head = self.head
+        avail = len(first) - head
+        if avail >= max_bytes or avail >= self.SMALL or len(chunks) == 1:
+            if head == 0 and avail <= max_bytes:
+                chunks.popleft()
+                self.size -= avail
+                return first if type(first) is bytes else bytes(first)
+            take = min(avail, max_bytes)
+            out = bytes(memoryview(first)[head:head + take])
+            if take == avail:
+                chunks.popleft()
+                self.head = 0
+            else:
+                self.head = head + take
+            self.size -= take
             return out
-        out = bytes(self.data[:n])
-        del self.data[:n]
-        return out
+        parts: list[bytes | bytearray] = []
+        n = 0
+        while chunks and n < max_bytes:
+            c = chunks[0]
+            take = min(len(c) - self.head, max_bytes - n)
+            if self.head == 0 and take == len(c):
+                parts.append(c)                          # whole: joined without a copy first
+            else:
+                parts.append(bytes(memoryview(c)[self.head:self.head + take]))
+            n += take
+            if self.head + take == len(c):
+                chunks.popleft()
+                self.head = 0
+            else:
+                self.head += take
+        self.size -= n
+        return b"".join(parts)
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.head = self.size = 0
 
 
 class ReassemblyQueue:

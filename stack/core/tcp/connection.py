@@ -240,7 +240,7 @@ class TcpConnection(TcpOutput):
             # seventh, in order with nothing queued behind it
             if n > self.rcv_mss:
                 self.rcv_mss = min(n, self.mss_local)
-            self.rcvbuf.data += payload
+            self.rcvbuf.append(payload)
             self.rcv_nxt = nxt + n
             self._readable()
             self._schedule_ack(now)
@@ -638,7 +638,7 @@ class TcpConnection(TcpOutput):
         ``recv`` was called again (a reader reads until ``BlockingIOError``).
         """
         self.read_armed = True
-        if self.rcvbuf.data:
+        if self.rcvbuf.size:
             data = self.rcvbuf.read(max_bytes)
             self._maybe_window_update()
             return data
@@ -693,7 +693,7 @@ class TcpConnection(TcpOutput):
             self._wake(now)
             return
         self.app_closed = True
-        if self.rcvbuf.data:
+        if self.rcvbuf.size:
             self.abort(now)
             return
         self._queue_fin()
@@ -749,9 +749,9 @@ class TcpConnection(TcpOutput):
 
     @property
     def at_eof(self) -> bool:
-        return self.fin_received and not self.rcvbuf.data
+        return self.fin_received and not self.rcvbuf.size
 
     def readable(self) -> bool:
         """True when ``recv`` would not raise BlockingIOError."""
-        return bool(self.rcvbuf.data) or self.fin_received or self.error is not None \
+        return self.rcvbuf.size > 0 or self.fin_received or self.error is not None \
             or self.state is TcpState.CLOSED

@@ -229,7 +229,7 @@ class TcpControlBlock:
     def _advertise(self, syn: bool) -> int:
         """The window field for the next segment; records the new right edge."""
         rcvbuf = self.rcvbuf
-        free = max(0, rcvbuf.limit - len(rcvbuf.data))      # rcvbuf.space(), inlined (per segment)
+        free = max(0, rcvbuf.limit - rcvbuf.size)      # rcvbuf.space(), inlined (per segment)
         current = max(self.rcv_adv - self.rcv_nxt, 0)
         # RFC 9293 §3.8.6.2.2: move the right edge only by min(buffer/2, MSS) or more.
         new = free if free - current >= min(rcvbuf.limit // 2, self.mss_local) else current
