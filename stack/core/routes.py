@@ -179,6 +179,9 @@ class RouteTable:
         return self._memo_until
 
     def _next_expiry_after(self, now: int) -> int | None:
+        at = self.next_expiry()         # cached per gen: the answer unless a route has expired
+        if at is None or at > now:      # but is still in the table (removed at the next poll)
+            return at
         at = None
         for r in self:
             t = r.expires_at
