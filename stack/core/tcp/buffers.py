@@ -23,47 +23,100 @@ Buffer = bytes | bytearray | memoryview
 
 
 class SendBuffer:
-    """Bytes from SND.UNA on: sent-but-unacknowledged, then not yet sent."""
+    """Bytes from SND.UNA on: sent-but-unacknowledged, then not yet sent.
 
-    __slots__ = ("data", "limit", "seq")
+    A queue of chunks, never one ``bytearray`` trimmed at the front: CPython copies
+    the whole remaining buffer when a bytearray trimmed with ``del b[:n]`` grows
+    again, which made every ``send`` after an ACK copy up to ``limit`` bytes. A
+    ``bytes`` argument taken whole is queued as it is (immutable: no copy), and
+    ``read`` answers a large range inside one such chunk with a ``memoryview`` of it
+    (``build_tcp`` copies it once, into the segment). Small pieces share a
+    ``bytearray`` tail (up to ``TAIL`` bytes), which ``read`` always copies out."""
+
+    __slots__ = ("chunks", "head", "limit", "seq", "size")
+
+    SMALL = 4096            # bytes pieces this large are queued as they are
+    TAIL = 65536
+    VIEW_AT = 4096          # read: ranges this large inside a bytes chunk come back as a view
 
     def __init__(self, seq: int, limit: int) -> None:
-        self.data = bytearray()
-        self.seq = seq          # sequence number of data[0]
+        self.chunks: deque[bytes | bytearray] = deque()
+        self.head = 0           # acknowledged bytes at the front of chunks[0]
+        self.size = 0
+        self.seq = seq          # sequence number of the first unacknowledged byte
         self.limit = limit
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.size
 
     @property
     def end(self) -> int:
         """Sequence number just after the last queued byte."""
-        return self.seq + len(self.data)
+        return self.seq + self.size
 
     def space(self) -> int:
-        return max(0, self.limit - len(self.data))
+        return max(0, self.limit - self.size)
 
     def append(self, data: Buffer) -> int:
         """Queue as much of ``data`` as fits; returns the number of bytes taken."""
-        n = min(len(data), self.space())
-        if n:
-            self.data += data[:n] if n < len(data) else data
+        n = min(len(data), self.limit - self.size)
+        if n <= 0:
+            return 0
+        chunks = self.chunks
+        if n >= self.SMALL:
+            chunks.append(data if n == len(data) and type(data) is bytes else bytes(memoryview(data)[:n]))
+        elif chunks and type(chunks[-1]) is bytearray and len(chunks[-1]) < self.TAIL:
+            chunks[-1] += memoryview(data)[:n]
+        else:
+            chunks.append(bytearray(memoryview(data)[:n]))
+        self.size += n
         return n
 
     def ack(self, upto: int) -> int:
         """Drop bytes below ``upto``; returns how many were freed."""
-        n = min(upto - self.seq, len(self.data))
+        n = min(upto - self.seq, self.size)
         if n <= 0:
             return 0
-        del self.data[:n]
         self.seq += n
+        self.size -= n
+        chunks = self.chunks
+        left = n + self.head
+        while chunks and left >= len(chunks[0]):
+            left -= len(chunks.popleft())
+        self.head = left if chunks else 0
         return n
 
     def read(self, seq: int, n: int) -> bytes:
+        """``n`` bytes from ``seq`` (a ``memoryview`` of a bytes chunk when large)."""
         off = seq - self.seq
-        assert off >= 0, "reading below SND.UNA"
-        with memoryview(self.data) as view:              # one copy (a slice would be two)
-            return view[off : off + n].tobytes()
+        assert off >= 0 and off + n <= self.size, "reading outside the send buffer"
+        off += self.head
+        parts: list[memoryview] = []
+        for c in self.chunks:
+            clen = len(c)
+            if off >= clen:
+                off -= clen
+                continue
+            take = min(n, clen - off)
+            if not parts and take == n:
+                if n >= self.VIEW_AT and type(c) is bytes:
+                    return memoryview(c)[off:off + n]       # type: ignore[return-value]
+                with memoryview(c) as view:
+                    return view[off:off + n].tobytes()
+            parts.append(memoryview(c)[off:off + take])
+            n -= take
+            off = 0
+            if not n:
+                break
+        out = b"".join(parts)
+        for v in parts:
+            v.release()         # a bytearray tail may grow again
+        return out
+
+    def clear(self) -> None:
+        """Forget everything queued (abort); SND.UNA stays."""
+        self.chunks.clear()
+        self.head = self.size = 0
 
 
 class ReceiveBuffer:

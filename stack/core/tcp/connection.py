@@ -415,7 +415,7 @@ class TcpConnection(TcpOutput):
         self.rto_at = now + self.rtt.rto if self.snd_nxt > ack else None
         # Writable once a third of the buffer is free again (Linux sk_stream_write_space),
         # for a writer that found it full (a short send, or send_space read as 0).
-        if self.want_writable and (self.sndbuf.space() * 3 >= self.sndbuf.limit or not self.sndbuf.data):
+        if self.want_writable and (self.sndbuf.space() * 3 >= self.sndbuf.limit or not self.sndbuf.size):
             self.want_writable = False
             self._event(Writable(self))
 
@@ -706,7 +706,7 @@ class TcpConnection(TcpOutput):
         if self.state in _RESET_BY_PEER or self.state is TcpState.SYN_RECEIVED:
             self._out.append(self._rst(self.snd_nxt))       # <SEQ=SND.NXT><CTL=RST>
         self.app_closed = True
-        self.sndbuf.data.clear()
+        self.sndbuf.clear()
         if self.state is not TcpState.CLOSED:
             self._enter(TcpState.CLOSED, now or 0)
         self._wake(now)

@@ -125,3 +125,42 @@ def test_receive_buffer_reads_what_was_appended_in_order(pieces: list[bytes], re
     while len(r):
         got += r.read(65536)
     assert got == want and r.read(10) == b""
+
+
+def test_send_buffer_queues_bytes_without_copies_and_reads_views_of_them() -> None:
+    b = SendBuffer(1000, limit=1 << 20)
+    block = bytes(range(256)) * 200                  # 51200 bytes, as chargen writes
+    assert b.append(block) == len(block) and b.chunks[0] is block
+    view = b.read(1000 + 100, 10_000)
+    assert isinstance(view, memoryview) and view.obj is block and bytes(view) == block[100:10_100]
+    assert b.append(b"xy") == 2 and b.append(bytearray(b"z")) == 1
+    assert b.read(1000 + len(block) - 2, 5) == block[-2:] + b"xyz"      # across chunks: one join
+    assert b.ack(1000 + len(block) + 1) == len(block) + 1 and len(b.chunks) == 1 and b.read(b.seq, 2) == b"yz"
+    b.clear()
+    assert len(b) == 0 and b.end == b.seq
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "ack", "read"]), st.binary(max_size=9000),
+                          st.integers(min_value=0, max_value=20_000), st.integers(min_value=0, max_value=20_000)),
+                max_size=40))
+def test_send_buffer_matches_a_plain_model(ops: list[tuple[str, bytes, int, int]]) -> None:
+    b = SendBuffer(5000, limit=60_000)
+    model = bytearray()
+    una = 5000
+    for op, data, x, y in ops:
+        if op == "append":
+            piece = data if x & 1 else bytearray(data)
+            n = b.append(piece)
+            assert n == min(len(data), 60_000 - len(model))
+            model += data[:n]
+        elif op == "ack":
+            k = min(x, len(model))
+            assert b.ack(una + k) == k
+            del model[:k]
+            una += k
+        elif model:
+            off = x % len(model)
+            n = min(y, len(model) - off)
+            assert bytes(b.read(una + off, n)) == bytes(model[off:off + n])
+        assert len(b) == len(model) and b.end == una + len(model) and b.seq == una
