@@ -432,7 +432,10 @@ class TcpTransport(asyncio.Transport):
             self._buf.extend(data)
         else:
             try:
-                n = self._conn.send(data, self._now())
+                # No time: the connection sends at the flush this kick schedules, once
+                # for every write of this loop pass (auto-corking: a chargen's 28 KB
+                # writes leave as 64 KB TSO segments, not one segment each).
+                n = self._conn.send(data, None)
             except OSError as e:
                 self._fatal(e)
                 return
@@ -457,7 +460,7 @@ class TcpTransport(asyncio.Transport):
                 break
             try:
                 with memoryview(self._buf) as view:      # the send buffer's copy is the only one
-                    n = conn.send(view[:space], self._now())
+                    n = conn.send(view[:space], None)      # sent at the kick's flush
             except OSError as e:
                 self._fatal(e)
                 return
