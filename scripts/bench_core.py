@@ -145,8 +145,11 @@ class EchoApp:
                         c.send(data, now)
 
 
-def tcp_setup(echo: bool = True) -> tuple[Stack, ManualClock, EchoApp]:
+def tcp_setup(echo: bool = True, gso: bool = False) -> tuple[Stack, ManualClock, EchoApp]:
+    """A router stack with the echo app; ``gso``: tap0 takes 64 KB offload frames (TSO)."""
     st, clock = router(False)
+    if gso:
+        st.set_offload(T0, 65535)
     return st, clock, EchoApp(st, clock, echo)
 
 
@@ -184,8 +187,8 @@ def tcp_cps(n: int) -> float:
     return dt
 
 
-def _established(echo: bool) -> tuple[Stack, ManualClock, EchoApp, object, int, tuple[int, int]]:
-    st, clock, app = tcp_setup(echo)
+def _established(echo: bool, gso: bool = False) -> tuple[Stack, ManualClock, EchoApp, object, int, tuple[int, int]]:
+    st, clock, app = tcp_setup(echo, gso)
     app.keep = True
     out = _step(st, app, tcp_frame(40000, TcpSegment(1000, 0, SYN, 64800, b"", 0, 1440, 7, True, (), (1, 0))))
     synack = parse_tcp(out[0][1], 54, len(out[0][1]))
@@ -259,28 +262,13 @@ def tcp_out(n: int) -> float:
 # ---------------------------------------------------------------------------
 # TCP with offloads (the TAP's virtio-net header): 64 KB GSO segments in, TSO out
 
-
 GSO_PAYLOAD = 45 * 1428          # what the kernel coalesces into one GSO frame (< 64 KB)
-
-
-def _established_gso() -> tuple[Stack, ManualClock, EchoApp, object, int, tuple[int, int]]:
-    st, clock = router(False)
-    st.set_offload(T0, 65535)
-    app = EchoApp(st, clock, echo=False)
-    app.keep = True
-    out = _step(st, app, tcp_frame(40000, TcpSegment(1000, 0, SYN, 64800, b"", 0, 1440, 7, True, (), (1, 0))))
-    synack = parse_tcp(out[0][1], 54, len(out[0][1]))
-    assert synack.ts is not None
-    _step(st, app, tcp_frame(40000, TcpSegment(1001, synack.seq + 1, ACK, 2048, b"", 0, None, None, False, (),
-                                               (2, synack.ts[0]))))
-    [conn] = app.conns
-    return st, clock, app, conn, synack.seq + 1, (2, synack.ts[0])
 
 
 def tcp_in_gso(n: int) -> float:
     """µs per 64 KB GSO segment in (NEEDS_CSUM: the checksum field holds the
     pseudo-header sum, as the kernel hands it over); the app reads everything."""
-    st, clock, _app, conn, iss1, ts = _established_gso()
+    st, clock, _app, conn, iss1, ts = _established(echo=False, gso=True)
     payload = bytes(GSO_PAYLOAD)
     tmpl = bytearray(tcp_frame(40000, TcpSegment(1001, iss1, ACK, 2048, payload, 0, None, None, False, (), ts)))
     l4 = 54
@@ -311,7 +299,7 @@ def tcp_in_gso(n: int) -> float:
 
 def tcp_out_gso(n: int) -> float:
     """µs per 64 KB of payload sent as TSO segments; the peer ACKs each flight."""
-    st, clock, _app, conn, _iss1, ts = _established_gso()
+    st, clock, _app, conn, _iss1, ts = _established(echo=False, gso=True)
     block = bytes(1 << 20)
     sent = 0
     frames = 0
