@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.core.clock import s
-from stack.core.flows import FlowContext, FlowHint
+from stack.core.flows import FOLD_COUNTERS, FlowContext, FlowHint
 from stack.core.icmp6 import Icmp6
 from stack.core.interface import (
     LOOPBACK_IFINDEX,
@@ -826,9 +826,9 @@ class Stack:
                               ctx.mtu, ctx.hop_limit))
 
     def fastpath_fold(self, rx: dict[int, tuple[int, int]], tx: dict[int, tuple[int, int]],
-                      fwd6: int = 0, fwd4: int = 0, echo6: int = 0, echo4: int = 0) -> None:
+                      kinds: dict[str, int]) -> None:
         """Count what the fast path did as the slow path would have: ``rx``/``tx`` map
-        ifindex -> (packets, Ethernet bytes); the rest are packets per kind."""
+        ifindex -> (packets, Ethernet bytes), ``kinds`` a FOLD_COUNTERS kind -> packets."""
         for ifindex, (n, nbytes) in rx.items():
             iface = self.interfaces.get(ifindex)
             if iface is not None:
@@ -839,28 +839,10 @@ class Stack:
             if iface is not None:
                 iface.counters.tx_packets += n
                 iface.counters.tx_bytes += nbytes
-        c6 = self.stats.of("ipv6")
-        if fwd6 or echo6:
-            c6["in_receives"] += fwd6 + echo6
-        if fwd6:
-            c6["out_forwarded"] += fwd6
-        if echo6:
-            c6["in_delivers"] += echo6
-            c6["out_requests"] += echo6
-            i6 = self.stats.of("icmp6")
-            i6["in_type_128"] += echo6
-            i6["out_echo_replies"] += echo6
-        if fwd4 or echo4:
-            c4 = self.stats.of("ipv4")
-            c4["in_receives"] += fwd4 + echo4
-            if fwd4:
-                c4["out_forwarded"] += fwd4
-            if echo4:
-                c4["in_delivers"] += echo4
-                c4["out_requests"] += echo4
-                i4 = self.stats.of("icmp")
-                i4["in_type_8"] += echo4
-                i4["out_echo_replies"] += echo4
+        for kind, n in kinds.items():
+            if n:
+                for proto, name in FOLD_COUNTERS[kind]:
+                    self.stats.count(proto, name, n)
 
     def transmit(self, iface: Interface, dst_mac: bytes, ethertype: int, packet: bytes) -> None:
         if type(packet) is not bytes:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from stack.core.flows import FOLD_COUNTERS
 from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
@@ -43,6 +44,9 @@ core_log = logging.getLogger("tapstack.core")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 MAX_SERVICE_ROUNDS = 64
 BUSY_POLL_MAX_NS = 1_000_000     # one busy-poll run yields to the loop after 1 ms
+# fast-path write counters (stack.link.fastpath) -> the TapLink counter they add to
+FASTPATH_TX_COUNTERS = {"tx_full": "tx_queue_full", "tx_down": "tx_link_down", "tx_errors": "tx_errors",
+                      "tx_gso": "tx_gso"}
 
 
 class MonotonicClock:
@@ -346,7 +350,7 @@ class Driver:
             return
         rx: dict[int, tuple[int, int]] = {}
         tx: dict[int, tuple[int, int]] = {}
-        kinds = {"fwd6": 0, "fwd4": 0, "echo6": 0, "echo4": 0}
+        kinds = dict.fromkeys(FOLD_COUNTERS, 0)      # C's echo4 stays 0: it punts IPv4 echo
         for ifindex, now in fp.counters().items():
             last = self._fp_folded.get(ifindex, {})
             d = {k: v - last.get(k, 0) for k, v in now.items()}
@@ -358,7 +362,7 @@ class Driver:
             for k in kinds:
                 kinds[k] += d.get(k, 0)
         if rx or tx or any(kinds.values()):
-            self.stack.fastpath_fold(rx, tx, **kinds)
+            self.stack.fastpath_fold(rx, tx, kinds)
 
     def _write(self, tx: list[tuple[int, bytes]]) -> None:
         if not tx:
@@ -471,8 +475,8 @@ class Driver:
                 # frames the fast path read and wrote are the link's frames too
                 counters["rx_frames"] += c["rx_packets"]
                 counters["tx_frames"] += c["tx_packets"]
-                for k in ("tx_full", "tx_down", "tx_errors", "tx_gso"):
-                    counters[{"tx_full": "tx_queue_full", "tx_down": "tx_link_down"}.get(k, k)] += c[k]
+                for k, name in FASTPATH_TX_COUNTERS.items():
+                    counters[name] += c[k]
                 counters.update({f"fastpath_{k}": v for k, v in c.items()})
             for direction, table in (("rx", self.faults_rx), ("tx", self.faults_tx)):
                 inj = table.get(ifindex)

@@ -132,5 +132,5 @@ def test_folding_counts_as_the_slow_path_does(kind: str) -> None:
     assert len(fast.flow_hints) == 1
     fast.drain_tx()
     fast.fastpath_fold({T0: (n - 1, (n - 1) * len(frame))}, {out_ifx: (n - 1, (n - 1) * out_len)},
-                       **{kind: n - 1})
+                       {kind: n - 1})
     assert _state(fast) == _state(slow)
