@@ -148,10 +148,7 @@ class Driver:
         if link is None:
             return
         try:
-            if self._fp_on() and self.fastpath.has_link(ifindex):
-                frames = self.fastpath.read_batch(ifindex, link, self.batch)
-            else:
-                frames = link.read_batch(self.batch)
+            frames, _ = self._read(ifindex, link, self.fastpath if self._fp_on() else None)
         except LinkGone as e:
             self._link_gone(ifindex, e)
             return
@@ -179,15 +176,12 @@ class Driver:
             fp = self.fastpath if self._fp_on() else None
             for ifindex, link in links:
                 try:
-                    if fp is not None and fp.has_link(ifindex):
-                        frames = fp.read_batch(ifindex, link, self.batch)
-                        if fp.consumed:
-                            got = True      # handled in C: a frame came, keep polling
-                    else:
-                        frames = link.read_batch(self.batch)
+                    frames, consumed = self._read(ifindex, link, fp)
                 except LinkGone as e:
                     self._link_gone(ifindex, e)
                     return
+                if consumed:
+                    got = True      # handled in C: a frame came, keep polling
                 if frames:
                     got = work = True
                     self._process(ifindex, link, frames)
@@ -202,6 +196,14 @@ class Driver:
                 return
             if self._timer_at is not None and self.clock.now() >= self._timer_at:
                 return          # a core deadline is due: let the loop run the timer
+
+    def _read(self, ifindex: int, link: TapLink, fp: Any) -> tuple[list[bytes], int]:
+        """One batch from a link: the frames left for core and how many C handled,
+        through the fast path ``fp`` when given and the link has a slot in it."""
+        if fp is not None and fp.has_link(ifindex):
+            frames = fp.read_batch(ifindex, link, self.batch)
+            return frames, fp.consumed
+        return link.read_batch(self.batch), 0
 
     def _process(self, ifindex: int, link: TapLink, frames: list[bytes]) -> None:
         if frames:
