@@ -1,4 +1,4 @@
-"""Build ``stack._native`` (cffi, API mode) from checksum.c, frame.c and fastpath.c.
+"""Build ``stack._native`` (cffi, API mode) from checksum.c, frame.c, fastpath.c and gso.c.
 
 Two ways, same result:
 
@@ -24,7 +24,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HEADER = os.path.join(HERE, "tapstack_native.h")
-SOURCES = ("checksum.c", "frame.c", "fastpath.c")
+SOURCES = ("checksum.c", "frame.c", "fastpath.c", "gso.c")
 
 
 def _rel(path: str, relative: bool) -> str:

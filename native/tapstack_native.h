@@ -127,4 +127,47 @@ void tsk_fp_clear(struct tsk_fp_table *t);
 int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet,
               char *buf, size_t buflen, uint32_t budget);
 
+/* ---- software GSO (gso.c; wrapper: stack/link/gso.py) ----
+ *
+ * One Ethernet frame carrying a TCP GSO packet (IPv6 without extension headers
+ * or IPv4, not a fragment; gso_type TCPV4/TCPV6, ECN bit allowed; checksum
+ * partial or complete) is cut into gso_size segments exactly as
+ * stack.wire.gso.segment_frame (gso_segment) does. A frame with gso_type NONE
+ * and NEEDS_CSUM (flags & 1) gets its checksum completed (complete_checksum);
+ * with neither it goes as it is. Offsets are frame-relative (as on a link).
+ * Errors are returned negated; the names after TSK_GSO_E_ are the ParseError
+ * reasons of the twin in upper case. */
+enum tsk_gso_rc {
+    TSK_GSO_E_BAD_SIZE = 1,
+    TSK_GSO_E_TRUNCATED = 2,
+    TSK_GSO_E_NOT_TCP = 3,
+    TSK_GSO_E_BAD_GSO = 4,
+    TSK_GSO_E_CSUM_OFFSET = 5,
+    TSK_GSO_E_SPACE = 6
+};
+
+/* What one tsk_gso_write did (zeroed at its start). A failed write stops the
+ * call: that frame and every one after it count in full (EAGAIN), down (EIO) or
+ * errors (any other errno, which is in err). */
+struct tsk_gso_tx {
+    uint64_t frames;   /* frames written */
+    uint64_t bytes;    /* their bytes */
+    uint64_t full;
+    uint64_t down;
+    uint64_t errors;
+    int32_t err;       /* errno of the failed write, 0 if none failed */
+};
+
+/* Cut and write each frame with one writev(2) to non-blocking `fd`. Returns the
+ * number of frames written, or -TSK_GSO_E_* (nothing written) for a bad shape. */
+int tsk_gso_write(int fd, const char *frame, size_t len, uint32_t flags, uint32_t gso_type,
+                  uint32_t gso_size, uint32_t csum_start, uint32_t csum_offset, struct tsk_gso_tx *tx);
+
+/* The same cut into `out` (frames back to back, lens[i] = length of frame i).
+ * Returns the number of frames, or -TSK_GSO_E_* (-TSK_GSO_E_SPACE: more than
+ * maxsegs frames or more than outcap bytes). */
+int tsk_gso_cut(const char *frame, size_t len, uint32_t flags, uint32_t gso_type, uint32_t gso_size,
+                uint32_t csum_start, uint32_t csum_offset, char *out, size_t outcap,
+                uint32_t *lens, uint32_t maxsegs);
+
 #endif

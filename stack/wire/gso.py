@@ -26,6 +26,10 @@ extension headers) into ``gso_size`` pieces as the kernel's tcp_gso_segment does
 IPv4 identification incremented per segment, lengths and checksums rewritten,
 sequence numbers advanced, FIN and PSH only on the last segment, CWR only on the
 first. ``complete_checksum`` fills in a partial (NEEDS_CSUM) checksum.
+``segment_frame(frame, off)`` does what a link without offloads must do to an
+Ethernet frame with metadata before it goes on the wire (Linux: validate_xmit_skb):
+cut a TCP GSO frame, or complete a partial checksum. It is the pure twin of
+``native/gso.c`` (``stack.link.gso``).
 """
 
 from __future__ import annotations
@@ -203,3 +207,22 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
         raise ParseError("csum_bad_offset")
     csum = internet_checksum(memoryview(packet)[csum_start:]) or 0xFFFF   # as the kernel: never 0
     return b"".join((packet[:at], csum.to_bytes(2, "big"), packet[at + 2:]))
+
+
+def segment_frame(frame: bytes, off: Offload) -> list[bytes]:
+    """The frames a link without offloads sends for one Ethernet ``frame`` with
+    metadata ``off`` (frame-relative offsets): a TCP GSO frame cut into its
+    segments (``gso_segment`` of the IP packet, the Ethernet header copied to
+    each), a NEEDS_CSUM frame with its checksum completed, any other frame as
+    it is. Raises ParseError (``bad_gso`` for a GSO type other than TCP) for a
+    frame that cannot be sent."""
+    if off.gso:
+        if off.gso not in (GSO_TCPV4, GSO_TCPV6):
+            raise ParseError("bad_gso")
+        if off.gso_size <= 0:
+            raise ParseError("gso_bad_size")
+        eth = bytes(frame[:14])
+        return [eth + seg for seg in gso_segment(frame[14:], off.gso_size)]
+    if off.needs_csum:
+        return [complete_checksum(frame, off.csum_start, off.csum_offset)]
+    return [bytes(frame)]
