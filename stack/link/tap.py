@@ -19,6 +19,15 @@ frames whose header is all zero come back as plain ``bytes``, others as
 packet of up to 64 KB to be taken as the kernel's coalesced segments). ``write``
 prepends the header of an ``OffloadBytes`` frame (a zero header for plain bytes) with
 one writev, no copy.
+
+Without offloads, ``write`` given an ``OffloadBytes`` frame (core hands a plain link
+64 KB TCP segments when the runtime set its ``gso_max``: config key ``gso``) does what
+the kernel would have done with it: a TCP GSO frame is cut into MTU-sized segments
+and a NEEDS_CSUM frame gets its checksum completed, in C (``stack.link.gso``, one
+write per frame) or, in the pure build, by ``segment_frame``. ``tx_frames`` counts
+frames written, ``tx_gso_split`` GSO frames cut, ``tx_gso_bad`` frames with metadata
+that could not be sent (dropped). ``cut_in_software(frame, off)`` is the pure cut with
+the same counting, for callers that must see every frame (pcap, tx faults).
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ import logging
 import os
 import struct
 
-from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN, OffloadBytes, unpack_offload
+from stack.link import gso as native_gso
+from stack.wire.errors import ParseError
+from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN, Offload, OffloadBytes, segment_frame, unpack_offload
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -71,6 +82,11 @@ class TapError(Exception):
 class TapLink:
     """One TAP device; frames are whole Ethernet frames without any prefix."""
 
+    # set per instance in __init__; class defaults for links built around another fd (tests)
+    tx_gso_split = 0
+    tx_gso_bad = 0
+    _gso: native_gso.GsoWriter | None = None
+
     def __init__(self, name: str, *, device: str = TUN_DEVICE, offload: bool = False) -> None:
         if not name or len(name) > 15:
             raise TapError(f"bad TAP name {name!r}")
@@ -85,6 +101,8 @@ class TapLink:
         self.offload = False
         self.rx_offload = 0     # frames read with a non-zero virtio-net header
         self.tx_gso = 0         # GSO frames written
+        self.tx_gso_split = 0   # GSO frames cut in software (no offloads)
+        self.tx_gso_bad = 0     # frames with offload metadata that could not be cut (dropped)
         if offload:
             fd = self._open(device, name, IFF_VNET_HDR)
             try:
@@ -97,6 +115,7 @@ class TapLink:
         if not self.offload:
             fd = self._open(device, name, 0)
         self._fd = fd
+        self._gso = native_gso.GsoWriter(fd) if not self.offload and native_gso.available() else None
 
     @staticmethod
     def _open(device: str, name: str, extra_flags: int) -> int:
@@ -179,6 +198,10 @@ class TapLink:
 
     def write(self, frame: bytes) -> bool:
         """Write one frame; False if the TAP queue is full (the frame is dropped)."""
+        if not self.offload and type(frame) is not bytes:
+            off = getattr(frame, "offload", None)
+            if off is not None:
+                return self._write_cut(frame, off)
         try:
             if self.offload:
                 off = getattr(frame, "offload", None) if type(frame) is not bytes else None
@@ -204,10 +227,50 @@ class TapLink:
         self.tx_frames += 1
         return True
 
+    def _write_cut(self, frame: bytes, off: Offload) -> bool:
+        """A frame with metadata on a link without offloads: cut / completed, then written."""
+        gw = self._gso
+        if gw is None:
+            pieces = self.cut_in_software(frame, off)     # the pure build
+            ok = bool(pieces)
+            for piece in pieces:
+                ok = self.write(piece) and ok
+            return ok
+        n = gw.write(frame, off)
+        if n < 0:
+            self.tx_gso_bad += 1
+            return False
+        if off.gso:
+            self.tx_gso_split += 1
+        self.tx_frames += n
+        tx = gw.tx
+        err = tx.err
+        if err:
+            if err in _GONE:
+                raise LinkGone(self.name, err)
+            self.tx_full += tx.full
+            self.tx_down += tx.down
+            self.tx_errors += tx.errors
+            return False
+        return True
+
+    def cut_in_software(self, frame: bytes, off: Offload) -> list[bytes]:
+        """``segment_frame`` (pure) with this link's counting: the frames to write, or []
+        for a frame that cannot be sent (``tx_gso_bad``)."""
+        try:
+            frames = segment_frame(frame, off)
+        except ParseError:
+            self.tx_gso_bad += 1
+            return []
+        if off.gso:
+            self.tx_gso_split += 1
+        return frames
+
     def counters(self) -> dict[str, int]:
         return {"rx_frames": self.rx_frames, "tx_frames": self.tx_frames,
                 "tx_queue_full": self.tx_full, "tx_link_down": self.tx_down, "tx_errors": self.tx_errors,
-                "rx_errors": self.rx_errors, "offload": int(self.offload), "rx_offload": self.rx_offload, "tx_gso": self.tx_gso}
+                "rx_errors": self.rx_errors, "offload": int(self.offload), "rx_offload": self.rx_offload, "tx_gso": self.tx_gso,
+                "tx_gso_split": self.tx_gso_split, "tx_gso_bad": self.tx_gso_bad}
 
     def close(self) -> None:
         """Close the fd: the kernel deletes the (non-persistent) device."""

@@ -13,7 +13,8 @@ never inside a core call; a listener may call core again (its output is flushed 
 same ``service()``). ``set_faults(ifindex, FaultConfig)`` puts a seeded fault injector
 (``stack.link.faults``) on a link's receive and/or transmit side; its held frames
 share the one timer. pcap files show the wire, i.e. frames before rx faults and after
-tx faults. Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
+tx faults (a GSO frame bound for a link without offloads is cut in Python first, so both
+see the frames the kernel gets). Watchers (``add_watcher(cb)``, ``cb()``) run after each service, for
 conditions such as "the stack is ready".
 
 Fast path (``fastpath``, a ``stack.link.fastpath.FastPath``): while no capture, fault
@@ -37,6 +38,7 @@ from stack.core.flows import FOLD_COUNTERS
 from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
+from stack.wire.gso import offload_of
 
 log = logging.getLogger("tapstack.driver")
 core_log = logging.getLogger("tapstack.core")
@@ -374,14 +376,15 @@ class Driver:
             for ifindex, frame in tx:
                 inj = self.faults_tx.get(ifindex)
                 if inj is None:
-                    self._write_now(ifindex, [frame])
+                    self._write_now(ifindex, self._wire_frames(ifindex, frame))
                 else:
-                    inj.offer(frame, now)
+                    for piece in self._wire_frames(ifindex, frame):
+                        inj.offer(piece, now)
                     self._write_now(ifindex, inj.due(now))
             return
         if self.pcap is not None:
             for ifindex, frame in tx:
-                self._write_now(ifindex, [frame])
+                self._write_now(ifindex, self._wire_frames(ifindex, frame))
             return
         # The common case, per frame: no impairment, no capture, one write each.
         links = self.links
@@ -394,6 +397,19 @@ class Driver:
                 link.write(frame)     # a full queue / down link is counted by the link
             except LinkGone as e:
                 self._link_gone(ifindex, e)
+
+    def _wire_frames(self, ifindex: int, frame: bytes) -> list[bytes]:
+        """The frames one frame of core's becomes on the wire. With capture or tx faults
+        on, a GSO (or NEEDS_CSUM) frame bound for a link without offloads is cut here,
+        in Python (``TapLink.cut_in_software``), so that pcap shows the frames the kernel
+        gets and faults act on each; otherwise the link cuts it in C as it writes."""
+        if type(frame) is bytes:
+            return [frame]
+        link = self.links.get(ifindex)
+        off = offload_of(frame)
+        if off is None or link is None or link.offload or not hasattr(link, "cut_in_software"):
+            return [frame]
+        return link.cut_in_software(frame, off)
 
     def _write_now(self, ifindex: int, frames: list[bytes]) -> None:
         if not frames:

@@ -30,6 +30,7 @@ from typing import Any
 
 from stack.control.config import StackConfig
 from stack.control.netlink import PeerSetup, namespace_exists
+from stack.link.gso import available as gso_available
 from stack.link.pcap import PcapSet
 from stack.link.tap import TapLink
 from stack.runtime.build import build_stack, interface_macs
@@ -66,10 +67,14 @@ class HostRuntime:
         self.peers.preflight([(i.name, i.peer) for i in self.cfg.interfaces if i.peer is not None])
         for iface in self.cfg.interfaces:
             tap = self.taps[iface.name] = TapLink(iface.name, offload=iface.offload)
-            # core may hand this link 64 KB TCP segments (TSO) and GSO/NEEDS_CSUM packets
-            self.stack.set_offload(self.stack.ifindex(iface.name), GSO_MAX_PACKET if tap.offload else 0)
+            # core may hand this link 64 KB TCP segments (TSO) and GSO/NEEDS_CSUM packets:
+            # the kernel takes them with offloads, else the TAP cuts them in C (software GSO)
+            soft_gso = not tap.offload and iface.gso and gso_available()
+            self.stack.set_offload(self.stack.ifindex(iface.name),
+                                   GSO_MAX_PACKET if tap.offload or soft_gso else 0)
             log.info("%s: TAP created%s", iface.name,
-                     " (offloads: vnet_hdr, csum, tso4, tso6)" if tap.offload else "")
+                     " (offloads: vnet_hdr, csum, tso4, tso6)" if tap.offload
+                     else " (software GSO)" if soft_gso else "")
         try:
             for iface in self.cfg.interfaces:
                 if iface.peer is not None:
