@@ -68,8 +68,8 @@ def test_plain_link_echo_cut_in_c(tapstack_factory: Factory, gso_on: bool) -> No
 
 
 def test_pcap_shows_wire_frames(tapstack_factory: Factory, tmp_path: Path) -> None:
-    from scapy.layers.inet6 import IPv6  # type: ignore[import-untyped]
     from scapy.layers.inet import TCP  # type: ignore[import-untyped]
+    from scapy.layers.inet6 import IPv6  # type: ignore[import-untyped]
     from scapy.utils import rdpcap  # type: ignore[import-untyped]
 
     pcap_dir = tmp_path / "pcap"
