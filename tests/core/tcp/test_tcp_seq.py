@@ -12,6 +12,7 @@ from stack.core.tcp.seq import (
     cookie_options,
     cookie_tsval,
     initial_sequence,
+    isn_and_ts_offset,
     make_cookie,
     seq_diff,
     unwrap,
@@ -39,6 +40,17 @@ def test_isn_is_keyed_per_tuple_and_ticks_every_4_us() -> None:
     assert initial_sequence(KEY, A, 1, B, 2, us(4)) == (a + 1) & 0xFFFFFFFF
     assert initial_sequence(KEY, A, 1, B, 3, 0) != a
     assert initial_sequence(bytes(32), A, 1, B, 2, 0) != a
+
+
+def test_isn_and_timestamp_offset_come_from_one_keyed_hash() -> None:
+    """One BLAKE2s per connection: its ISN is initial_sequence's, its RFC 7323 §5.4
+    timestamp offset is the same at any time and keyed per tuple and secret."""
+    isn, off = isn_and_ts_offset(KEY, A, 1, B, 2, us(40))
+    assert isn == initial_sequence(KEY, A, 1, B, 2, us(40))
+    assert isn_and_ts_offset(KEY, A, 1, B, 2, s(9))[1] == off
+    assert isn_and_ts_offset(KEY, A, 1, B, 3, us(40))[1] != off
+    assert isn_and_ts_offset(bytes(32), A, 1, B, 2, us(40))[1] != off
+    assert 0 <= off <= 0xFFFFFFFF and off != (isn - 10) & 0xFFFFFFFF     # not the ISN's hash half
 
 
 def test_cookie_round_trip_and_expiry() -> None:
