@@ -1,7 +1,7 @@
 """The per-packet shortcuts give the answers of the slow path: echo replies reuse their
 output decision only within its routing generation and until a route expires, a known
 neighbor is sent to without building a pending entry, a STALE one still goes through
-NUD (DELAY, then a probe)."""
+NUD (DELAY, then a probe); a listener answers SYNs along the same cached decisions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from harness import (
     LL_B,
     MAC_B,
     MAC_C,
+    TCP,
     ICMPv6EchoRequest,
     ICMPv6ND_NA,
     ICMPv6NDOptDstLLAddr,
@@ -107,3 +108,29 @@ def test_reply_to_a_stale_neighbor_still_runs_nud() -> None:
     clock.advance(ms(10))
     st.receive(IF, echo(seq=4), clock.now())                  # PROBE: still sent to the lladdr
     assert [m for m, _ in replies(st)] == [MAC_B] and e.state is NudState.PROBE
+
+
+def syn(sport: int, src: bytes = FAR) -> bytes:
+    return bytes(eth6() / IPv6(src=fmt(src), dst=fmt(GA_A)) / TCP(sport=sport, dport=7, flags="S", seq=1000))
+
+
+def test_syn_ack_route_is_cached_within_a_generation_and_follows_a_new_route() -> None:
+    """The listener's answer to a SYN takes the stack's cached output decision (as echo
+    replies): looked up for the first SYN from a peer, reused for the next one, looked up
+    again after a table change, which it follows."""
+    st, clock = one_stack()
+    st.add_neighbor(IF, GA_B, MAC_B, clock.now())
+    st.add_neighbor(IF, LL_B, MAC_C, clock.now())
+    st.tcp.listen(None, 7)
+    st.add_route(ip6("2001:db8:99::"), 64, gateway=GA_B, now=clock.now())
+    lines = traced(st)
+    for sport in (40000, 40001):
+        st.receive(IF, syn(sport), clock.now())
+    synacks = [f for _, f in frames(st) if f.proto == 6]
+    assert [f.eth_dst for f in synacks] == [MAC_B, MAC_B]
+    outs = [ln for ln in lines if ln.startswith("ip6_output")]
+    assert "route=lookup" in outs[0] and "route=cached" in outs[1]
+    st.add_route(FAR, 128, gateway=LL_B, gw_zone=IF, now=clock.now())   # new gen, new next hop
+    st.receive(IF, syn(40002), clock.now())
+    assert [f.eth_dst for _, f in frames(st) if f.proto == 6] == [MAC_C]
+    assert "route=lookup" in [ln for ln in lines if ln.startswith("ip6_output")][-1]

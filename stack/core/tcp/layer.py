@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 from collections import deque
 from collections.abc import Callable
-from hashlib import blake2s
 from heapq import heappop, heappush
 
 from stack.core.events import Accepted
@@ -43,7 +42,7 @@ from stack.core.tcp.seq import (
     check_cookie,
     cookie_options,
     cookie_tsval,
-    initial_sequence,
+    isn_and_ts_offset,
     make_cookie,
 )
 from stack.core.tcp.tcb import (
@@ -151,6 +150,7 @@ class TcpLayer:
         self._time_wait: dict[TcpConnection, None] = {}
         self._now = 0
         self._tso_max = getattr(ip, "tso_max", None)   # optional in IpService: TSO routes
+        self._route_cached = getattr(ip, "route_output_cached", None)   # optional too
         # Between begin_batch() and end_batch(): ESTABLISHED connections whose segments
         # were taken in order are sent for once, at the end (one ACK per run, as GRO).
         self._deferred: dict[TcpConnection, None] | None = None
@@ -279,11 +279,13 @@ class TcpLayer:
         if listener.syn_queue_full():
             self._send_cookie(key, seg, now)
             return
-        route = self._route_for(key, now)
-        if route is None:
+        found = self._route_for(key, now)
+        if found is None:
             return
-        iss = initial_sequence(self._secret, key[0], key[1], key[2], key[3], now)
-        conn = self._new_connection(key, iss, route)
+        route, hit = found
+        iss, ts_offset = isn_and_ts_offset(self._secret, key[0], key[1], key[2], key[3], now)
+        conn = self._new_connection(key, iss, route, ts_offset)
+        conn.route_fresh = not hit
         conn.listener = listener
         conn.on_established = listener.on_established
         listener.syn_queue[key] = conn
@@ -293,9 +295,10 @@ class TcpLayer:
 
     def _send_cookie(self, key: Key, seg: TcpSegment, now: int) -> None:
         """RFC 4987 §3.6: answer without state; the SYN,ACK's ISN is the cookie."""
-        route = self._route_for(key, now)
-        if route is None:
+        found = self._route_for(key, now)
+        if found is None:
             return
+        route, hit = found
         local, lport, remote, rport, _zone = key
         cfg = self.config
         peer_mss = seg.mss or (DEFAULT_MSS6 if len(remote) == 16 else DEFAULT_MSS4)
@@ -312,7 +315,7 @@ class TcpLayer:
         synack = TcpSegment(cookie, (seg.seq + 1) & SEQ_MASK, SYN | ACK, min(cfg.rcv_buf, 0xFFFF), b"", 0,
                             self._mss_for(route), wscale, sack, (), ts)
         self.stats.count("tcp", "syncookies_sent")
-        self._send_on(route, key, synack, now, cached=False)
+        self._send_on(route, key, synack, now, cached=hit)
 
     def _cookie_ack(self, listener: TcpListener, key: Key, seg: TcpSegment, now: int) -> bool:
         local, lport, remote, rport, _zone = key
@@ -323,13 +326,15 @@ class TcpLayer:
         if listener.accept_queue_full():
             self.stats.drop(Drop.TCP_BACKLOG_FULL)
             return True
-        route = self._route_for(key, now)
-        if route is None:
+        found = self._route_for(key, now)
+        if found is None:
             return True
+        route, hit = found
         wscale, sack = (None, False)
         if seg.ts is not None and self.config.timestamps:
             wscale, sack = cookie_options(seg.ts[1])
         conn = self._new_connection(key, cookie, route)
+        conn.route_fresh = not hit
         conn.listener = listener
         conn.on_established = listener.on_established
         self.connections[key] = conn
@@ -380,7 +385,8 @@ class TcpLayer:
         elif (local, sport, dst, port, key_zone) in self.connections:
             raise OSError(errno.EADDRINUSE, "4-tuple in use")
         key = (local, sport, dst, port, key_zone)
-        conn = self._new_connection(key, initial_sequence(self._secret, local, sport, dst, port, now), route)
+        iss, ts_offset = isn_and_ts_offset(self._secret, local, sport, dst, port, now)
+        conn = self._new_connection(key, iss, route, ts_offset)
         self.connections[key] = conn
         conn.open_active(now)
         self._flush(conn, now)
@@ -472,11 +478,12 @@ class TcpLayer:
 
     # --- output -----------------------------------------------------------
 
-    def _new_connection(self, key: Key, iss: int, route: OutRoute) -> TcpConnection:
+    def _new_connection(self, key: Key, iss: int, route: OutRoute, ts_offset: int | None = None) -> TcpConnection:
         local, lport, remote, rport, zone = key
         conn = TcpConnection(local=local, lport=lport, remote=remote, rport=rport, zone=zone, iss=iss,
                              mss_local=self._mss_for(route), config=self.config, stats=self.stats,
-                             emit=self.ip.emit, ts_offset=self._ts_offset(key))
+                             emit=self.ip.emit,
+                             ts_offset=self._ts_offset(key) if ts_offset is None else ts_offset)
         conn.route = route
         conn.route_fresh = True
         conn.wake = self._wake
@@ -550,17 +557,26 @@ class TcpLayer:
             return
         self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached)
 
-    def _route_for(self, key: Key, now: int) -> OutRoute | None:
+    def _route_for(self, key: Key, now: int) -> tuple[OutRoute, bool] | None:
+        """The route toward a SYN's (or a segment without a connection's) sender: the
+        stack's cached decision when IP keeps one (``route_output_cached``: valid within
+        its routing generation, never for a destination with a learned path MTU), as
+        echo replies do; a flood of short connections from one peer looks it up once.
+        (route, True when it came from that cache) or None (no route, counted)."""
         try:
-            return self.ip.route_output(key[2], key[4], key[0], now)
+            cached = self._route_cached
+            if cached is not None:
+                route, hit = cached(key[2], key[4], key[0], now)
+                return route, hit
+            return self.ip.route_output(key[2], key[4], key[0], now), False
         except RouteError:
             self.stats.drop(Drop.NO_ROUTE)
             return None
 
     def _send_raw(self, key: Key, seg: TcpSegment, now: int) -> None:
-        route = self._route_for(key, now)
-        if route is not None:
-            self._send_on(route, key, seg, now, cached=False)
+        found = self._route_for(key, now)
+        if found is not None:
+            self._send_on(found[0], key, seg, now, cached=found[1])
 
     def _send_on(self, route: OutRoute, key: Key, seg: TcpSegment, now: int, *, cached: bool) -> None:
         self.stats.count("tcp", "out_segs")
@@ -572,6 +588,6 @@ class TcpLayer:
         return max(MIN_MSS, route.mtu - (40 if len(route.dst) == 16 else 20) - 20)
 
     def _ts_offset(self, key: Key) -> int:
-        """RFC 7323 §5.4: a per-connection timestamp offset from a keyed hash."""
-        data = key[0] + key[2] + key[1].to_bytes(2, "big") + key[3].to_bytes(2, "big") + b"ts"
-        return int.from_bytes(blake2s(data, key=self._secret, digest_size=4).digest(), "big")
+        """RFC 7323 §5.4: a per-connection timestamp offset from a keyed hash (the one
+        the connection's ISN comes from: seq.isn_and_ts_offset)."""
+        return isn_and_ts_offset(self._secret, key[0], key[1], key[2], key[3], 0)[1]
