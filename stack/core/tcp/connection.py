@@ -160,8 +160,16 @@ class TcpConnection(TcpOutput):
         if syn.ts is not None and self.ts_ok:
             self.ts_recent, self.ts_recent_at = syn.ts[0], now
         self.sack_ok = syn.sack_permitted and cfg.sack
-        self.cc = Congestion(self.payload_mss(), self.iss + 1, sack=self.sack_ok,
-                             initial_segments=cfg.initial_cwnd)
+        if self.passive:
+            # open_passive/open_from_cookie, right after the constructor: the Congestion
+            # _init_send made is untouched (una = ISS + 1); set what the SYN decided
+            # instead of building a second one (per connection)
+            cc = self.cc
+            cc.sack = self.sack_ok
+            cc.set_mss(self.payload_mss(), reset_window=True)
+        else:
+            self.cc = Congestion(self.payload_mss(), self.iss + 1, sack=self.sack_ok,
+                                 initial_segments=cfg.initial_cwnd)
 
     # --- segment arrival --------------------------------------------------
 
