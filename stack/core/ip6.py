@@ -117,7 +117,9 @@ class Ip6:
                 return self.forward(rcvif, f, now)
             if not owner[1].usable:
                 return self._drop(Drop.IPV6_TENTATIVE_DST)  # RFC 4862 §5.4
-        return self._local(rcvif, f, now, looped)
+        if f.ext or f.is_fragment:
+            return self._local(rcvif, f, now, looped)
+        return self.deliver(rcvif, f, now, looped)      # what _local does for a bare packet
 
     def _local(self, rcvif: Interface, f: Frame, now: int, looped: bool) -> str:
         for typ, off, length in f.ext:
