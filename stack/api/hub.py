@@ -68,6 +68,8 @@ class Hub:
         self._rng = random.Random()
         self.closed = False
         self._kick_pending = False
+        self._delivering = False           # inside _on_events (the driver's service())
+        self._poll_due = False             # a kick while delivering: poll core after the batch
         driver.add_listener(self._on_events)
 
     @staticmethod
@@ -111,7 +113,13 @@ class Hub:
 
         The flush runs from the loop soon after (coalesced): an API call never runs
         protocol callbacks of its own (asyncio's rule), and a burst of writes leaves
-        in one batch."""
+        in one batch. A kick from a handler of delivered events (most of them: an echo's
+        write, a close on EOF) is done at the end of that batch instead: core is polled
+        once, and the driver's service() that delivered the batch writes the output and
+        sets the timer, without another loop pass, service() and timer tick."""
+        if self._delivering:
+            self._poll_due = True
+            return
         if not self._kick_pending and not self.closed:
             self._kick_pending = True
             self.loop.call_soon(self._flush)
@@ -136,6 +144,19 @@ class Hub:
         return entry is not None and entry[0] is sock
 
     def _on_events(self, events: list[object]) -> None:
+        self._delivering = True
+        try:
+            self._dispatch(events)
+        finally:
+            self._delivering = False
+        if self._poll_due:
+            self._poll_due = False
+            if not self.closed:
+                # What a kick's flush would do first (Driver._tick: Stack.poll); new events
+                # it makes come back here in the same service(), as listeners' output does.
+                self.stack.poll(self.now())
+
+    def _dispatch(self, events: list[object]) -> None:
         for ev in events:
             try:
                 if isinstance(ev, EchoReply | PingError):
