@@ -38,6 +38,7 @@ from typing import Any
 from stack.api.hub import Hub, StackClosed, from_route_error, os_error
 from stack.core.events import Accepted, Closed, Connected, Readable, SocketError, Writable
 from stack.core.ipservice import RouteError
+from stack.core.tcp.tcb import TcpState
 from stack.wire.frame_types import PROTO_UDP
 from stack.wire.udp import build_udp
 
@@ -344,7 +345,7 @@ class TcpTransport(asyncio.Transport):
         self._protocol.connection_made(self)
         if self._conn.readable():
             self._read_ready()
-        if self._conn.state.name == "CLOSED" and not self._lost:
+        if self._conn.state is TcpState.CLOSED and not self._lost:
             self._on_closed()
 
     def _on_event(self, ev: object) -> None:
@@ -356,7 +357,7 @@ class TcpTransport(asyncio.Transport):
             elif isinstance(ev, Writable):
                 self._write_ready()
             elif isinstance(ev, SocketError):
-                if self._conn.state.name == "CLOSED":
+                if self._conn.state is TcpState.CLOSED:
                     self._on_closed()
             elif isinstance(ev, Closed):
                 self._on_closed()
@@ -381,6 +382,10 @@ class TcpTransport(asyncio.Transport):
             return
         got = False
         while force or not self._reading_paused:
+            if got and not conn.readable():
+                # what a recv would raise (BlockingIOError) without the exception, once per
+                # Readable; the recv before this one re-armed Readable already
+                break
             try:
                 data = conn.recv(READ_CHUNK, self._now())
             except BlockingIOError:
@@ -404,9 +409,11 @@ class TcpTransport(asyncio.Transport):
 
     def _discard_input(self) -> None:
         conn = self._conn
-        with contextlib.suppress(OSError):
+        try:
             while conn.recv(READ_CHUNK, self._now()):
                 pass
+        except OSError:
+            pass
 
     def pause_reading(self) -> None:
         self._reading_paused = True
