@@ -344,6 +344,220 @@ static int fp_handle(struct tsk_fp_table *t, uint32_t in_slot, const unsigned ch
     return 1;
 }
 
+
+/* ---- GRO ------------------------------------------------------------------ */
+
+enum {
+    GRO_MAX_SEGS = 64,
+    TCP_ACK = 0x10,
+    TCP_PSH = 0x08,
+    GRO_DATA = 1,
+    GRO_ACK = 2
+};
+
+static inline uint32_t rd32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void wr16(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static inline void wr16le(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+/* One TCP segment as GRO sees it. */
+struct gro_seg {
+    unsigned char *frame; /* Ethernet header */
+    unsigned char *ip;
+    unsigned char *tcp;
+    size_t iplen, l4, doff, plen;
+    uint32_t family, seq, ack, flags;
+};
+
+/* Options a pure ACK may carry and still be superseded: NOP and timestamps. */
+static int gro_ack_options(const unsigned char *opt, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (opt[i] == 0)
+            return 1;            /* end of option list */
+        if (opt[i] == 1) {
+            i++;
+            continue;
+        }
+        if (opt[i] != 8 || i + 10 > n || opt[i + 1] != 10)
+            return 0;            /* SACK, or anything else: every one of those ACKs counts */
+        i += 10;
+    }
+    return 1;
+}
+
+/* Parse `frame[0:len]` (no vnet header) as a GRO candidate: IPv6 without
+ * extension headers or IPv4 without options, not a fragment, TCP with a valid
+ * checksum, flags ACK (+PSH for data). Returns GRO_DATA, GRO_ACK or 0. */
+static int gro_parse(unsigned char *frame, size_t len, struct gro_seg *s)
+{
+    if (len < ETH_LEN + 40)
+        return 0;
+    unsigned char *ip = frame + ETH_LEN;
+    size_t avail = len - ETH_LEN;
+    uint32_t et = rd16(frame + 12), ps;
+    if (et == 0x86DD) {
+        if (avail < 60 || (ip[0] >> 4) != 6 || ip[6] != PROTO_TCP)
+            return 0;
+        s->iplen = 40 + (size_t)rd16(ip + 4);
+        if (s->iplen < 60 || s->iplen > avail)
+            return 0;
+        s->family = FAM6;
+        s->l4 = 40;
+        ps = tsk_pseudo_sum6((const char *)ip + 8, (const char *)ip + 24, (uint32_t)(s->iplen - 40), PROTO_TCP);
+    } else if (et == 0x0800) {
+        if (ip[0] != 0x45 || ip[9] != PROTO_TCP || (rd16(ip + 6) & 0x3fffu) != 0)
+            return 0;            /* options, not TCP, a fragment */
+        s->iplen = rd16(ip + 2);
+        if (s->iplen < 40 || s->iplen > avail || tsk_ones_sum((const char *)ip, 20, 0) != 0xffffu)
+            return 0;
+        s->family = FAM4;
+        s->l4 = 20;
+        ps = tsk_pseudo_sum4((const char *)ip + 12, (const char *)ip + 16, (uint32_t)(s->iplen - 20), PROTO_TCP);
+    } else {
+        return 0;
+    }
+    unsigned char *tcp = ip + s->l4;
+    s->doff = (size_t)(tcp[12] >> 4) * 4;
+    if (s->doff < 20 || s->l4 + s->doff > s->iplen || (tcp[12] & 0x0f) != 0)
+        return 0;
+    s->frame = frame;
+    s->ip = ip;
+    s->tcp = tcp;
+    s->plen = s->iplen - s->l4 - s->doff;
+    s->flags = tcp[13];
+    s->seq = rd32(tcp + 4);
+    s->ack = rd32(tcp + 8);
+    int kind;
+    if (s->plen > 0 && (s->flags & ~(uint32_t)TCP_PSH) == TCP_ACK)
+        kind = GRO_DATA;
+    else if (s->plen == 0 && s->flags == TCP_ACK && gro_ack_options(tcp + 20, s->doff - 20))
+        kind = GRO_ACK;
+    else
+        return 0;
+    if (tsk_ones_sum((const char *)tcp, s->iplen - s->l4, ps) != 0xffffu)
+        return 0;                /* Python counts the bad checksum */
+    return kind;
+}
+
+/* `s` belongs to the flow of `h`: the same Ethernet header, IP header fields
+ * (all but length, IPv4 ID and header checksum), ports and TCP header length. */
+static int gro_same_flow(const struct gro_seg *h, const struct gro_seg *s)
+{
+    if (s->family != h->family || s->doff != h->doff || memcmp(s->frame, h->frame, ETH_LEN) != 0 ||
+        memcmp(s->tcp, h->tcp, 4) != 0)
+        return 0;
+    if (h->family == FAM6)
+        return memcmp(s->ip, h->ip, 4) == 0 && s->ip[7] == h->ip[7] && memcmp(s->ip + 8, h->ip + 8, 32) == 0;
+    return s->ip[1] == h->ip[1] && (s->ip[6] & 0x40) == (h->ip[6] & 0x40) && s->ip[8] == h->ip[8] &&
+           memcmp(s->ip + 12, h->ip + 12, 8) == 0;
+}
+
+/* Merge after the punted frame buf[off:off+len] (off = in_vnet) what follows
+ * it on the fd, reading at most `reads` frames; returns the new byte count of buf (vnet header included). */
+static size_t gro_run(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet, unsigned char *buf,
+                      size_t buflen, size_t n, struct tsk_fp_hold *hold, uint32_t reads)
+{
+    struct gro_seg h, s;
+    size_t off = in_vnet;
+    if (n <= off || (in_vnet && memcmp(buf, "\0\0\0\0\0\0\0\0\0\0", VNET_LEN) != 0))
+        return n;                /* kernel offload metadata: Python */
+    int kind = gro_parse(buf + off, n - off, &h);
+    if (kind == 0)
+        return n;
+    struct tsk_fp_link *in = &t->links[in_slot];
+    unsigned char *hb = (unsigned char *)hold->buf;
+    size_t gso_size = h.plen, room = buflen - off - ETH_LEN;
+    uint32_t next = h.seq + (uint32_t)h.plen, segs = 1, ended = (h.flags & TCP_PSH) != 0;
+    size_t max_ip = h.family == FAM6 ? 40 + 0xffffu : 0xffffu;
+    if (max_ip > room)
+        max_ip = room;
+    if (reads > GRO_MAX_SEGS)
+        reads = GRO_MAX_SEGS;
+    while (!ended && reads-- > 0) {
+        ssize_t r;
+        do
+            r = read(fd, hb, buflen);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0)
+            break;               /* EAGAIN; an error or EOF shows on the next read */
+        t->rx_reads++;
+        size_t rl = (size_t)r;
+        hold->len = (uint32_t)rl;
+        if (rl <= off || (in_vnet && memcmp(hb, "\0\0\0\0\0\0\0\0\0\0", VNET_LEN) != 0) ||
+            gro_parse(hb + off, rl - off, &s) != kind || !gro_same_flow(&h, &s))
+            break;
+        if (kind == GRO_DATA) {
+            if (s.seq != next || s.ack != h.ack || s.plen > gso_size || h.iplen + s.plen > max_ip ||
+                memcmp(s.tcp + 20, h.tcp + 20, h.doff - 20) != 0)
+                break;
+            memcpy(h.ip + h.iplen, s.tcp + s.doff, s.plen);
+            h.iplen += s.plen;
+            next += (uint32_t)s.plen;
+            memcpy(h.tcp + 14, s.tcp + 14, 2);   /* the latest window */
+            if (s.flags & TCP_PSH) {
+                h.tcp[13] |= TCP_PSH;
+                ended = 1;
+            }
+            if (s.plen < gso_size)
+                ended = 1;
+            segs++;
+            in->gro_segs++;
+            in->gro_bytes += rl - off - s.plen;
+        } else {
+            uint32_t d = s.ack - h.ack;
+            if (s.seq != h.seq || d == 0 || d >= 0x80000000u)
+                break;           /* a duplicate ACK or a window update: each one counts */
+            in->acks_merged++;
+            in->gro_bytes += (size_t)(ETH_LEN + h.iplen);
+            memcpy(buf + off, hb + off, rl - off);   /* the later ACK replaces the earlier */
+            h.iplen = s.iplen;
+            h.ack = s.ack;
+            n = rl;
+        }
+        hold->len = 0;
+    }
+    if (kind == GRO_ACK || segs < 2)
+        return n;
+    /* One TCP packet: lengths, IPv4 header checksum, partial TCP checksum. */
+    uint32_t tcplen = (uint32_t)(h.iplen - h.l4), ps;
+    if (h.family == FAM6) {
+        wr16(h.ip + 4, (uint32_t)(h.iplen - 40));
+        ps = tsk_pseudo_sum6((const char *)h.ip + 8, (const char *)h.ip + 24, tcplen, PROTO_TCP);
+    } else {
+        wr16(h.ip + 2, (uint32_t)h.iplen);
+        h.ip[10] = h.ip[11] = 0;
+        wr16(h.ip + 10, ~tsk_ones_sum((const char *)h.ip, 20, 0) & 0xffffu);
+        ps = tsk_pseudo_sum4((const char *)h.ip + 12, (const char *)h.ip + 16, tcplen, PROTO_TCP);
+    }
+    wr16(h.tcp + 16, ps);
+    unsigned char *v = t->rx_vnet;
+    v[0] = VNET_F_NEEDS_CSUM;
+    v[1] = h.family == FAM6 ? GSO_TCPV6 : GSO_TCPV4;
+    wr16le(v + 2, (uint32_t)(ETH_LEN + h.l4 + h.doff));
+    wr16le(v + 4, (uint32_t)gso_size);
+    wr16le(v + 6, (uint32_t)(ETH_LEN + h.l4));
+    wr16le(v + 8, 16);
+    if (in_vnet)
+        memcpy(buf, v, VNET_LEN);
+    t->rx_segs = segs;
+    in->gro_packets++;
+    return off + ETH_LEN + h.iplen;
+}
+
 int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet, char *buf, size_t buflen,
               uint32_t budget)
 {
@@ -354,20 +568,34 @@ int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet
         return -2;
     }
     struct tsk_fp_link *in = &t->links[in_slot];
+    struct tsk_fp_hold *hold = &t->holds[in_slot];
+    int gro = hold->buf != NULL && hold->cap >= buflen;
     unsigned char *b = (unsigned char *)buf;
-    for (uint32_t i = 0; i < budget; i++) {
+    t->rx_reads = 0;
+    t->rx_segs = 0;
+    for (uint32_t i = 0; i < budget || hold->len; i++) {
         ssize_t n;
-        do
-            n = read(fd, buf, buflen);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            t->err = errno;
-            return -2;
+        if (hold->len) {
+            /* read during the last merge, after the frame returned then */
+            n = hold->len <= buflen ? (ssize_t)hold->len : (ssize_t)buflen;
+            memcpy(buf, hold->buf, (size_t)n);
+            hold->len = 0;               /* counted in rx_reads when it was read */
+        } else {
+            if (i >= budget)
+                break;
+            do
+                n = read(fd, buf, buflen);
+            while (n < 0 && errno == EINTR);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return 0;
+                t->err = errno;
+                return -2;
+            }
+            if (n == 0)
+                return -3;
+            t->rx_reads++;
         }
-        if (n == 0)
-            return -3;
         size_t len = (size_t)n;
         int done;
         if (in_vnet)
@@ -376,7 +604,9 @@ int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet
             done = fp_handle(t, in_slot, NULL, b, len);
         if (!done) {
             in->punted++;
-            return (int)n;
+            if (gro)
+                len = gro_run(t, fd, in_slot, in_vnet, b, buflen, len, hold, i + 1 < budget ? budget - i - 1 : 0);
+            return (int)len;
         }
     }
     return -1;

@@ -103,6 +103,19 @@ struct tsk_fp_link {
     uint64_t punted;
     uint64_t tx_full, tx_down, tx_errors;
     uint64_t tx_gso;                  /* of tx_packets: GSO packets written whole (vnet egress) */
+    uint64_t gro_packets;             /* merged TCP packets returned to Python (2+ segments each) */
+    uint64_t gro_segs;                /* data segments appended to an earlier one (not returned alone) */
+    uint64_t acks_merged;             /* pure ACKs superseded by a later cumulative ACK of the flow */
+    uint64_t gro_bytes;               /* Ethernet bytes of those frames that Python never saw */
+};
+
+/* GRO state of one link slot. buf (cap bytes, allocated by Python) holds a
+ * frame that was read while merging and did not continue the merge: the next
+ * tsk_fp_rx on the slot takes it before reading the fd. buf NULL: GRO off. */
+struct tsk_fp_hold {
+    char *buf;
+    uint32_t cap;
+    uint32_t len;                     /* bytes held (with the vnet header on a vnet link), 0: none */
 };
 
 struct tsk_fp_table {
@@ -111,6 +124,10 @@ struct tsk_fp_table {
     struct tsk_fp_link links[64];
     int32_t err;                   /* errno of the last failed read (tsk_fp_rx returned -2) */
     uint32_t gen;                  /* tsk_fp_clear moves it: every flow of an older gen is void (O(1) clear) */
+    struct tsk_fp_hold holds[64];  /* GRO per link slot */
+    uint32_t rx_reads;             /* frames the last tsk_fp_rx read from the fd */
+    uint32_t rx_segs;              /* segments in the frame it returned (0/1: as read; 2+: merged) */
+    uint8_t rx_vnet[10];           /* virtio_net_hdr of a merged frame (also in buf[0:10] on a vnet link) */
 };
 
 /* Install a flow (2-way set associative, most recently installed first: the
@@ -123,7 +140,20 @@ void tsk_fp_clear(struct tsk_fp_table *t);
 /* Read up to `budget` frames from non-blocking `fd` (in_vnet = 0 or 10 bytes
  * of virtio_net_hdr in front) and handle those that match a flow. Returns
  * n > 0: the last read's n raw bytes in buf are Python's (punted); 0: EAGAIN;
- * -1: budget frames consumed; -2: read failed (errno in t->err); -3: EOF. */
+ * -1: budget frames consumed; -2: read failed (errno in t->err); -3: EOF.
+ *
+ * GRO (when holds[in_slot].buf is set and at least buflen long): a punted
+ * in-order TCP data segment (ACK, maybe PSH, nothing else; checksum verified)
+ * absorbs the segments of its flow that follow it on the fd, as Linux's
+ * tcp_gro_receive: same Ethernet/IP header fields, ports, ACK number and
+ * options, SEQ = the next byte, no larger than the first; a PSH or a shorter
+ * segment ends it. The result (rx_segs >= 2) is one TCP packet whose checksum
+ * is partial, described by rx_vnet (NEEDS_CSUM, GSO_TCPV4/6, gso_size = the
+ * first segment's payload). A punted pure ACK (options NOP/timestamps only)
+ * is superseded by a later pure ACK of the flow with the same SEQ and a higher
+ * ACK number (returned as read, rx_segs = 1). The first frame that does not
+ * continue is held for the next call: the caller calls again while
+ * holds[in_slot].len != 0, budget or not. */
 int tsk_fp_rx(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet,
               char *buf, size_t buflen, uint32_t budget);
 

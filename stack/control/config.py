@@ -119,6 +119,7 @@ class InterfaceConfig:
     accept_ra: bool = False
     offload: bool = True            # TAP offloads (virtio-net header, CSUM/TSO4/TSO6), plain-frame fallback
     gso: bool = True                # without offloads: 64 KB TCP segments cut in C at the TAP (stack.link.gso)
+    gro: bool = True                # merge received TCP segments of a flow in C (native/fastpath.c, needs fastpath)
     optimistic_dad: bool = False    # RFC 4429: addresses usable during DAD (Linux optimistic_dad sysctl)
     neighbors: tuple[NeighborConfig, ...] = ()
     peer: PeerConfig | None = None
@@ -341,7 +342,7 @@ class _Parser:
 
 
 _TOP_KEYS = ("name", "forwarding", "busy_poll_us", "fastpath", "loopback", "interface", "route", "services", "forward", "limits")
-_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "gso", "optimistic_dad", "neighbors", "peer",
+_IF_KEYS = ("name", "mac", "mtu", "addresses", "accept_ra", "offload", "gso", "gro", "optimistic_dad", "neighbors", "peer",
             "faults", "nd")
 # [interface.nd] key -> allowed range in ms (RFC 4861 §6.2.1: MAX_REACHABLE_TIME is one hour)
 _ND_RANGES = {"base_reachable_time_ms": (100, 3_600_000), "retrans_timer_ms": (10, 3_600_000),
@@ -423,13 +424,14 @@ def _interfaces(p: _Parser, v: object) -> tuple[InterfaceConfig, ...]:
         accept_ra = p.boolean(t["accept_ra"], f"{kp}.accept_ra") if "accept_ra" in t else False
         offload = p.boolean(t["offload"], f"{kp}.offload") if "offload" in t else True
         gso = p.boolean(t["gso"], f"{kp}.gso") if "gso" in t else True
+        gro = p.boolean(t["gro"], f"{kp}.gro") if "gro" in t else True
         odad = p.boolean(t["optimistic_dad"], f"{kp}.optimistic_dad") if "optimistic_dad" in t else False
         neighbors = p.array(t.get("neighbors", []), f"{kp}.neighbors", lambda v, k: _neighbor(p, v, k))
         peer = _peer(p, t["peer"], f"{kp}.peer", name) if "peer" in t else None
         faults = _faults(p, t["faults"], f"{kp}.faults") if "faults" in t else None
         nd = _nd(p, t["nd"], f"{kp}.nd") if "nd" in t else None
         out.append(InterfaceConfig(name=name, mac=mac, mtu=mtu, addresses=addresses, accept_ra=accept_ra,
-                                   offload=offload, gso=gso, optimistic_dad=odad, neighbors=neighbors, peer=peer, faults=faults, nd=nd))
+                                   offload=offload, gso=gso, gro=gro, optimistic_dad=odad, neighbors=neighbors, peer=peer, faults=faults, nd=nd))
     return tuple(out)
 
 

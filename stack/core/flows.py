@@ -38,6 +38,11 @@ FOLD_COUNTERS: dict[str, tuple[tuple[str, str], ...]] = {
     "fwd4": (("ipv4", "in_receives"), ("ipv4", "out_forwarded")),
     "echo6": (("ipv6", "in_receives"), ("ipv6", "in_delivers"), ("ipv6", "out_requests"),
               ("icmp6", "in_type_128"), ("icmp6", "out_echo_replies")),
+    # GRO (native/fastpath.c): frames merged before core saw them. Like Linux, core's IP
+    # and TCP counters count the merged packet once; these say how many were merged.
+    "gro_packets": (("tcp", "gro_packets"),),
+    "gro_segs": (("tcp", "gro_segs"),),
+    "acks_merged": (("tcp", "gro_acks_merged"),),
 }
 
 

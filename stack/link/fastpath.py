@@ -26,14 +26,15 @@ from typing import Any
 
 from stack.link.tap import _GONE, LinkGone, TapLink, offload_frame
 from stack.wire import checksum
-from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN
+from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN, OffloadBytes, unpack_offload
 
 MAX_LINKS = 64
 FORWARD = 1
 ECHO = 2
 BUF_SIZE = VNET_HDR_LEN + 65536 + 512
 COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "fwd6", "fwd4", "echo6", "echo4",
-            "punted", "tx_full", "tx_down", "tx_errors", "tx_gso")
+            "punted", "tx_full", "tx_down", "tx_errors", "tx_gso",
+            "gro_packets", "gro_segs", "acks_merged", "gro_bytes")
 
 
 def _lib() -> tuple[Any, Any]:
@@ -49,13 +50,14 @@ def available() -> bool:
 
 
 class _Link:
-    __slots__ = ("base", "fd", "slot", "vnet")
+    __slots__ = ("base", "fd", "hold", "slot", "vnet")
 
     def __init__(self, slot: int, fd: int, vnet: int, base: tuple[int, ...]) -> None:
         self.slot = slot
         self.fd = fd
         self.vnet = vnet
         self.base = base
+        self.hold: Any = None       # GRO hold buffer (cffi char[]) while GRO is on
 
 
 class FastPath:
@@ -74,6 +76,7 @@ class FastPath:
         self._table.flows = self._flows
         self._buf = ffi.new("char[]", BUF_SIZE)
         self._flow = ffi.new("struct tsk_fp_flow *")           # scratch for install()
+        self._rx_vnet = ffi.buffer(self._table.rx_vnet)         # metadata of a merged frame
         self._rx = lib.tsk_fp_rx
         self._put = lib.tsk_fp_put
         self._clear = lib.tsk_fp_clear
@@ -88,8 +91,9 @@ class FastPath:
         c = self._table.links[slot]
         return tuple(int(getattr(c, name)) for name in COUNTERS)
 
-    def add_link(self, ifindex: int, link: TapLink) -> bool:
-        """Give the link a slot (again: its fd and offload mode are refreshed); False when all 64 are used."""
+    def add_link(self, ifindex: int, link: TapLink, *, gro: bool = True) -> bool:
+        """Give the link a slot (again: its fd and offload mode are refreshed); False when all 64 are used.
+        ``gro``: merge the TCP segments read on it (``set_gro``)."""
         old = self._links.get(ifindex)
         if old is not None:
             slot = old.slot
@@ -102,12 +106,39 @@ class FastPath:
         if old is not None and (old.fd != link.fileno() or old.vnet != (VNET_HDR_LEN if link.offload else 0)):
             self.clear()   # flows carry the old fd
         base = old.base if old is not None else self._snapshot(slot)
-        self._links[ifindex] = _Link(slot, link.fileno(), VNET_HDR_LEN if link.offload else 0, base)
+        lk = _Link(slot, link.fileno(), VNET_HDR_LEN if link.offload else 0, base)
+        self._links[ifindex] = lk
+        self._set_hold(lk, gro)
         return True
+
+    def _set_hold(self, lk: _Link, on: bool) -> None:
+        h = self._table.holds[lk.slot]
+        h.len = 0                   # a frame held for the old fd is not this fd's
+        if on:
+            if lk.hold is None:
+                lk.hold = self._ffi.new("char[]", BUF_SIZE)
+            h.buf = lk.hold
+            h.cap = BUF_SIZE
+        else:
+            lk.hold = None
+            h.buf = self._ffi.NULL
+            h.cap = 0
+
+    def set_gro(self, ifindex: int, on: bool) -> None:
+        """Merge TCP segments read on this link (GRO, see native/fastpath.c) or not."""
+        lk = self._links.get(ifindex)
+        if lk is not None and (lk.hold is not None) != on:
+            self._set_hold(lk, on)
+
+    def gro(self, ifindex: int) -> bool:
+        lk = self._links.get(ifindex)
+        return lk is not None and lk.hold is not None
 
     def remove_link(self, ifindex: int) -> None:
         """Free the link's slot and drop every flow (any may write to its fd)."""
-        if self._links.pop(ifindex, None) is not None:
+        lk = self._links.pop(ifindex, None)
+        if lk is not None:
+            self._set_hold(lk, False)
             self.clear()
 
     def has_link(self, ifindex: int) -> bool:
@@ -166,17 +197,17 @@ class FastPath:
         frames: list[bytes] = []
         table = self._table
         counters = table.links[lk.slot]
+        hold = table.holds[lk.slot]
         rx = self._rx
         buf = self._buf
         unpack = self._unpack
         fd, slot, vnet = lk.fd, lk.slot, lk.vnet
         left = max_frames
         start = counters.rx_packets
-        while left > 0:
-            before = counters.rx_packets
-            n = rx(table, fd, slot, vnet, buf, BUF_SIZE, left)
+        while left > 0 or hold.len:
+            n = rx(table, fd, slot, vnet, buf, BUF_SIZE, max(left, 1))
             if n > 0:
-                left -= counters.rx_packets - before + 1
+                left -= table.rx_reads
                 if vnet:
                     data = unpack(buf, n)
                     if n <= VNET_HDR_LEN:
@@ -184,8 +215,11 @@ class FastPath:
                     elif data.startswith(NO_OFFLOAD_HDR):
                         frames.append(data[VNET_HDR_LEN:])
                     else:
-                        link.rx_offload += 1
+                        if table.rx_segs < 2:
+                            link.rx_offload += 1
                         frames.append(offload_frame(data))
+                elif table.rx_segs > 1:
+                    frames.append(OffloadBytes.make(unpack(buf, n), unpack_offload(self._rx_vnet[:])))
                 else:
                     frames.append(unpack(buf, n))
                 continue
@@ -196,6 +230,9 @@ class FastPath:
                 link.rx_errors += 1
             elif n == -3:
                 raise LinkGone(link.name, errno.EIO)
+            if n == -1:
+                left = 0
+                continue        # budget spent: only a held frame is still taken
             break
         self.consumed = counters.rx_packets - start
         link.rx_frames += len(frames)

@@ -100,10 +100,11 @@ class Driver:
 
     # -- setup -------------------------------------------------------------
 
-    def add_link(self, ifindex: int, link: TapLink) -> None:
+    def add_link(self, ifindex: int, link: TapLink, *, gro: bool = True) -> None:
+        """Read ``link`` for interface ``ifindex``; ``gro``: the fast path merges its TCP segments."""
         self.links[ifindex] = link
         if self.fastpath is not None and isinstance(link, TapLink):
-            self.fastpath.add_link(ifindex, link)      # False (slow path only) past 64 links
+            self.fastpath.add_link(ifindex, link, gro=gro)      # False (slow path only) past 64 links
         if self.running:
             self.loop.add_reader(link.fileno(), self._on_readable, ifindex)
 
@@ -359,8 +360,10 @@ class Driver:
             last = self._fp_folded.get(ifindex, {})
             d = {k: v - last.get(k, 0) for k, v in now.items()}
             self._fp_folded[ifindex] = dict(now)
-            if d.get("rx_packets"):
-                rx[ifindex] = (d["rx_packets"], d["rx_bytes"])
+            # frames GRO merged away were received on the link too
+            rx_n = d.get("rx_packets", 0) + d.get("gro_segs", 0) + d.get("acks_merged", 0)
+            if rx_n:
+                rx[ifindex] = (rx_n, d.get("rx_bytes", 0) + d.get("gro_bytes", 0))
             if d.get("tx_packets"):
                 tx[ifindex] = (d["tx_packets"], d["tx_bytes"])
             for k in kinds:
@@ -491,7 +494,7 @@ class Driver:
             c = fp.get(ifindex)
             if c is not None:
                 # frames the fast path read and wrote are the link's frames too
-                counters["rx_frames"] += c["rx_packets"]
+                counters["rx_frames"] += c["rx_packets"] + c["gro_segs"] + c["acks_merged"]
                 counters["tx_frames"] += c["tx_packets"]
                 for k, name in FASTPATH_TX_COUNTERS.items():
                     counters[name] += c[k]

@@ -123,8 +123,9 @@ class HostRuntime:
     def attach(self, loop: asyncio.AbstractEventLoop) -> Driver:
         driver = Driver(self.stack, self.clock, loop, pcap=self.pcap, busy_poll_us=self.cfg.busy_poll_us,
                         fastpath=_fastpath(self.cfg.fastpath))
+        gro = {iface.name: iface.gro for iface in self.cfg.interfaces}
         for name, tap in self.taps.items():
-            driver.add_link(self.stack.ifindex(name), tap)
+            driver.add_link(self.stack.ifindex(name), tap, gro=gro.get(name, True))
         for iface in self.cfg.interfaces:
             if iface.faults is not None and iface.faults.active():
                 driver.set_faults(self.stack.ifindex(iface.name), iface.faults)
