@@ -504,6 +504,11 @@ static size_t gro_run(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t
             if (s.seq != next || s.ack != h.ack || s.plen > gso_size || h.iplen + s.plen > max_ip ||
                 memcmp(s.tcp + 20, h.tcp + 20, h.doff - 20) != 0)
                 break;
+            /* IPv4 without DF may be fragmented further on: its idents must run on
+             * by one, as a cut of the merged packet will number them (Linux:
+             * inet_gro_flush). With DF any ident goes (RFC 6864 atomic datagrams). */
+            if (h.family == FAM4 && !(h.ip[6] & 0x40) && rd16(s.ip + 4) != ((rd16(h.ip + 4) + segs) & 0xffffu))
+                break;
             memcpy(h.ip + h.iplen, s.tcp + s.doff, s.plen);
             h.iplen += s.plen;
             next += (uint32_t)s.plen;

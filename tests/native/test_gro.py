@@ -213,6 +213,15 @@ def test_a_first_segment_with_psh_or_alone_is_returned_as_read(env: Env) -> None
     assert env.stats()["gro_packets"] == 0
 
 
+def test_v4_idents_without_df_must_run_on_by_one(env: Env) -> None:
+    run = [seg4(1 + i * MSS, ident=(65534 + i) & 0xFFFF, ipflags=0) for i in range(3)]
+    assert len(env.feed(*run)) == 1                  # 65534, 65535, 0
+    jump = [seg4(1 + 3 * MSS, ident=5, ipflags=0), seg4(1 + 4 * MSS, ident=7, ipflags=0)]
+    assert env.feed(*jump) == jump
+    df = [seg4(1 + 5 * MSS, ident=9), seg4(1 + 6 * MSS, ident=3)]
+    assert len(env.feed(*df)) == 1
+
+
 def test_v4_fragments_and_options_are_not_merged(env: Env) -> None:
     for frames in ([seg4(1, ipflags="MF"), seg4(1 + MSS, ipflags="MF")],
                    [seg4(1, ipopts=b"\x01\x01\x01\x00"), seg4(1 + MSS, ipopts=b"\x01\x01\x01\x00")]):
