@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from stack.link.tap import _GONE, LinkGone, TapLink, offload_frame
+from stack.link.tap import _GONE, LinkGone, TapLink
 from stack.wire import checksum
 from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN, OffloadBytes, unpack_offload
 
@@ -77,6 +77,7 @@ class FastPath:
         self._buf = ffi.new("char[]", BUF_SIZE)
         self._flow = ffi.new("struct tsk_fp_flow *")           # scratch for install()
         self._rx_vnet = ffi.buffer(self._table.rx_vnet)         # metadata of a merged frame
+        self._view = memoryview(ffi.buffer(self._buf))           # frames are copied out of it once
         self._rx = lib.tsk_fp_rx
         self._put = lib.tsk_fp_put
         self._clear = lib.tsk_fp_clear
@@ -200,6 +201,7 @@ class FastPath:
         hold = table.holds[lk.slot]
         rx = self._rx
         buf = self._buf
+        view = self._view
         unpack = self._unpack
         fd, slot, vnet = lk.fd, lk.slot, lk.vnet
         left = max_frames
@@ -209,17 +211,17 @@ class FastPath:
             if n > 0:
                 left -= table.rx_reads
                 if vnet:
-                    data = unpack(buf, n)
+                    # one copy per frame: the bytes after the header, straight from buf
                     if n <= VNET_HDR_LEN:
                         link.rx_errors += 1
-                    elif data.startswith(NO_OFFLOAD_HDR):
-                        frames.append(data[VNET_HDR_LEN:])
+                    elif view[:VNET_HDR_LEN] == NO_OFFLOAD_HDR:
+                        frames.append(view[VNET_HDR_LEN:n].tobytes())
                     else:
                         if table.rx_segs < 2:
                             link.rx_offload += 1
-                        frames.append(offload_frame(data))
+                        frames.append(OffloadBytes.make(view[VNET_HDR_LEN:n], unpack_offload(view)))
                 elif table.rx_segs > 1:
-                    frames.append(OffloadBytes.make(unpack(buf, n), unpack_offload(self._rx_vnet[:])))
+                    frames.append(OffloadBytes.make(view[:n], unpack_offload(self._rx_vnet)))
                 else:
                     frames.append(unpack(buf, n))
                 continue
