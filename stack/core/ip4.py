@@ -55,7 +55,7 @@ from stack.wire.addr import (
 from stack.wire.checksum import checksum_adjust_word
 from stack.wire.errors import ParseError
 from stack.wire.frame_types import ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Frame
-from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
+from stack.wire.gso import GsoChain, OffloadBytes, gso_segment, offload_of, tcp_gso
 from stack.wire.ipv4 import OPT_LSRR, OPT_SSRR, build_ipv4, fragment_ipv4, iter_options
 
 if TYPE_CHECKING:
@@ -351,9 +351,14 @@ class Ip4:
         df = proto == PROTO_TCP and (route.local or mtu > MIN_PMTU4)
         packet = build_ipv4(route.src, route.dst, proto, l4, ttl, tos, self.ident, df=df)
         if gso and len(packet) > route.mtu:
-            packet = OffloadBytes.make(packet, tcp_gso(packet, gso))     # TSO: see Stack.tso_max
+            if isinstance(packet, GsoChain):
+                packet.offload = tcp_gso(packet, gso)       # TSO: see Stack.tso_max
+            else:
+                packet = OffloadBytes.make(packet, tcp_gso(packet, gso))
             segments = -(-(len(l4) - (l4[12] >> 4) * 4) // gso)
             self.ident = (self.ident + segments - 1) & 0xFFFF          # one ID per segment, as Linux
+        elif isinstance(packet, GsoChain):
+            packet = packet.join()          # fits the MTU after all: plain bytes
         st.stats.count("ipv4", "out_requests")
         if st.tracer is not None:
             # The documented form (INTERFACE.md) with origifp appended, so that lines

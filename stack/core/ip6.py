@@ -36,7 +36,7 @@ from stack.wire.frame_types import (
     PROTO_UDP,
     Frame,
 )
-from stack.wire.gso import OffloadBytes, gso_segment, offload_of, tcp_gso
+from stack.wire.gso import GsoChain, OffloadBytes, gso_segment, joined, offload_of, tcp_gso
 from stack.wire.ipv6 import build_ipv6, fragment_ipv6
 from stack.wire.ndp import build_redirect
 
@@ -308,7 +308,12 @@ class Ip6:
                 hop_limit = st.interfaces[route.origifp].nd.cur_hop_limit
         packet = build_ipv6(route.src, route.dst, proto, l4, hop_limit, tclass)
         if gso and len(packet) > route.mtu:
-            packet = OffloadBytes.make(packet, tcp_gso(packet, gso))     # TSO: see Stack.tso_max
+            if isinstance(packet, GsoChain):
+                packet.offload = tcp_gso(packet, gso)       # TSO: see Stack.tso_max
+            else:
+                packet = OffloadBytes.make(packet, tcp_gso(packet, gso))
+        elif isinstance(packet, GsoChain):
+            packet = packet.join()          # fits the MTU after all: plain bytes
         self.c["out_requests"] += 1
         if st.tracer is not None:
             st.tracer(f"ip6_output ifp={st.ifname(route.ifp)} origifp={st.ifname(route.origifp)} "
@@ -334,7 +339,7 @@ class Ip6:
                     st.link_output(route.ifp, route.nexthop, ETHERTYPE_IPV6, packet, now, route.src)
                     return
                 # the path MTU fell below the segments TCP sized: split, then fragment
-                for piece in gso_segment(packet, off.gso_size):
+                for piece in gso_segment(joined(packet), off.gso_size):
                     self.send_packet(route, piece, now)
                 return
         if len(packet) > mtu:

@@ -65,10 +65,12 @@ from stack.wire.gso import (
     F_DATA_VALID,
     GSO_TCPV4,
     GSO_TCPV6,
+    GsoChain,
     Offload,
     OffloadBytes,
     complete_checksum,
     gso_segment,
+    joined,
     offload_of,
 )
 
@@ -119,6 +121,9 @@ class Stack:
         self._addr6_index: dict[bytes, list[tuple[Interface, Addr6]]] | None = None
         self._by_name: dict[str, int] = {}
         self.tx: list[tuple[int, bytes]] = []
+        # The runtime writes GsoChain frames (a TSO segment's headers and payload, not
+        # joined) with one writev; any other consumer of ``tx`` gets joined bytes.
+        self.tx_chains = False
         self.events: list[object] = []
         self.tracer: Callable[[str], None] | None = None
         self.log: list[tuple[str, str]] = []         # (level, message): events that matter
@@ -761,7 +766,7 @@ class Stack:
         lo = self.interfaces[LOOPBACK_IFINDEX]
         lo.counters.tx_packets += 1
         lo.counters.tx_bytes += len(packet)
-        self._loop_q.append((origifp, ethertype, packet))
+        self._loop_q.append((origifp, ethertype, joined(packet)))
 
     def link_output(self, ifindex: int, nexthop: bytes, ethertype: int, packet: bytes, now: int,
                     src_hint: bytes | None = None) -> None:
@@ -850,6 +855,7 @@ class Stack:
             if off is not None:
                 self._transmit_offload(iface, eth_header(dst_mac, iface.mac, ethertype), packet, off)
                 return
+            packet = joined(packet)
         frame = eth_header(dst_mac, iface.mac, ethertype) + packet
         c = iface.counters
         c.tx_packets += 1
@@ -862,12 +868,19 @@ class Stack:
         a GSO packet split into its segments (``gso_segment``), a partial checksum
         completed."""
         if iface.gso_max:
-            whole = OffloadBytes.make(eth + packet, off.shifted(ETH_HEADER_LEN))
+            if isinstance(packet, GsoChain):
+                # unjoined (TSO output): the link writes head and body with one writev;
+                # joined here only for a consumer that has not asked for chains
+                chain = eth + packet            # offsets moved by the Ethernet header
+                whole = chain if self.tx_chains else chain.join()
+            else:
+                whole = OffloadBytes.make(eth + packet, off.shifted(ETH_HEADER_LEN))
             iface.counters.tx_packets += 1
             iface.counters.tx_bytes += len(whole)
             self.tx.append((iface.ifindex, whole))
             return
         try:
+            packet = joined(packet)
             if off.gso:
                 if off.gso not in (GSO_TCPV4, GSO_TCPV6):
                     raise ParseError("bad_gso")

@@ -18,7 +18,8 @@ frames whose header is all zero come back as plain ``bytes``, others as
 ``OffloadBytes`` (NEEDS_CSUM: the L4 checksum is partial and trusted; GSO: one TCP
 packet of up to 64 KB to be taken as the kernel's coalesced segments). ``write``
 prepends the header of an ``OffloadBytes`` frame (a zero header for plain bytes) with
-one writev, no copy.
+one writev, no copy; a ``GsoChain`` frame (a TSO segment core built without joining
+its headers and payload) goes out as header, head and body in that one writev.
 
 Without offloads, ``write`` given an ``OffloadBytes`` frame (core hands a plain link
 64 KB TCP segments when the runtime set its ``gso_max``: config key ``gso``) does what
@@ -41,7 +42,16 @@ import struct
 
 from stack.link import gso as native_gso
 from stack.wire.errors import ParseError
-from stack.wire.gso import NO_OFFLOAD_HDR, VNET_HDR_LEN, Offload, OffloadBytes, segment_frame, unpack_offload
+from stack.wire.gso import (
+    NO_OFFLOAD_HDR,
+    VNET_HDR_LEN,
+    GsoChain,
+    Offload,
+    OffloadBytes,
+    joined,
+    segment_frame,
+    unpack_offload,
+)
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -197,8 +207,11 @@ class TapLink:
         return frames
 
     def write(self, frame: bytes) -> bool:
-        """Write one frame; False if the TAP queue is full (the frame is dropped)."""
+        """Write one frame; False if the TAP queue is full (the frame is dropped).
+        A ``GsoChain`` (stack.wire.gso) is written as header, head and body in one
+        writev on a link with offloads, joined first on a link without."""
         if not self.offload and type(frame) is not bytes:
+            frame = joined(frame)
             off = getattr(frame, "offload", None)
             if off is not None:
                 return self._write_cut(frame, off)
@@ -206,9 +219,12 @@ class TapLink:
             if self.offload:
                 off = getattr(frame, "offload", None) if type(frame) is not bytes else None
                 if off is None:
-                    os.writev(self._fd, (NO_OFFLOAD_HDR, frame))
+                    os.writev(self._fd, (NO_OFFLOAD_HDR, joined(frame)))
                 else:
-                    os.writev(self._fd, (off.pack(), frame))
+                    if isinstance(frame, GsoChain):
+                        os.writev(self._fd, (off.pack(), frame.head, frame.body))
+                    else:
+                        os.writev(self._fd, (off.pack(), frame))
                     if off.gso_type:
                         self.tx_gso += 1
             else:

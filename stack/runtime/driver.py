@@ -38,7 +38,7 @@ from stack.core.flows import FOLD_COUNTERS
 from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
-from stack.wire.gso import offload_of
+from stack.wire.gso import GsoChain, joined, offload_of
 
 log = logging.getLogger("tapstack.driver")
 core_log = logging.getLogger("tapstack.core")
@@ -93,6 +93,8 @@ class Driver:
         self.fp_clears = 0
         if fastpath is not None:
             stack.flow_hints = []
+        if hasattr(stack, "tx_chains"):
+            stack.tx_chains = True      # TSO segments come unjoined (GsoChain): see _write
         # core's begin_batch/end_batch around the frames of one read (TCP: one ACK per run)
         self._batching = hasattr(stack, "begin_batch") and hasattr(stack, "end_batch")
         if pcap is not None and hasattr(stack, "loop_tap"):
@@ -396,6 +398,8 @@ class Driver:
             if link is None:
                 self.tx_no_link += 1
                 continue
+            if isinstance(frame, GsoChain) and not isinstance(link, TapLink):
+                frame = frame.join()  # only TapLink writes a chain unjoined
             try:
                 link.write(frame)     # a full queue / down link is counted by the link
             except LinkGone as e:
@@ -408,6 +412,7 @@ class Driver:
         gets and faults act on each; otherwise the link cuts it in C as it writes."""
         if type(frame) is bytes:
             return [frame]
+        frame = joined(frame)         # pcap and faults see whole frames
         link = self.links.get(ifindex)
         off = offload_of(frame)
         if off is None or link is None or link.offload or not hasattr(link, "cut_in_software"):

@@ -92,7 +92,7 @@ class Offload(NamedTuple):
 NO_OFFLOAD_HDR = bytes(VNET_HDR_LEN)
 
 
-def unpack_offload(hdr: bytes) -> Offload:
+def unpack_offload(hdr: bytes | bytearray | memoryview) -> Offload:
     """The header at the start of ``hdr`` (at least 10 bytes)."""
     return Offload(*_HDR.unpack_from(hdr))
 
@@ -107,6 +107,66 @@ class OffloadBytes(bytes):
         b = cls(data)
         b.offload = offload
         return b
+
+
+class GsoChain:
+    """A large TCP packet or frame not yet joined: ``head`` (the headers, small
+    ``bytes``) followed by ``body`` (the payload, as TCP had it: ``bytes`` or a
+    ``memoryview`` of an immutable send-buffer chunk), with ``offload`` metadata
+    (None until IP output sets it). It stands for ``head + body`` so that a 64 KB
+    TSO segment is not copied by every layer that prepends a header: ``prefix +
+    chain`` is a new chain (the offsets of ``offload`` moved by ``len(prefix)``),
+    ``len``, an int index and ``offload_of`` work as on the joined bytes, and a
+    link with offloads writes head and body with one writev. Whatever needs the
+    whole (pcap, faults, a link that cuts segments, loopback, software
+    segmentation) calls ``join()``: the ``OffloadBytes`` (or ``bytes`` without
+    metadata) of the same content, byte for byte."""
+
+    __slots__ = ("body", "head", "offload")
+
+    def __init__(self, head: bytes, body: bytes | memoryview, offload: Offload | None = None) -> None:
+        self.head = head
+        self.body = body
+        self.offload = offload
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.body)
+
+    def __radd__(self, prefix: bytes) -> GsoChain:
+        off = self.offload
+        return GsoChain(prefix + self.head, self.body, off.shifted(len(prefix)) if off is not None else None)
+
+    def __getitem__(self, i: int) -> int:
+        if type(i) is not int:
+            raise TypeError("a GsoChain is indexed by int only; join() it for slices")
+        h = len(self.head)
+        if 0 <= i < h:
+            return self.head[i]
+        if i < 0:
+            i += len(self)
+            if i < h:
+                return self.head[i]
+        return self.body[i - h]
+
+    def join(self) -> bytes:
+        """The whole as one object: ``OffloadBytes`` with ``offload``, else ``bytes``."""
+        whole = b"".join((self.head, self.body))
+        if self.offload is None:
+            return whole
+        return OffloadBytes.make(whole, self.offload)
+
+    def __bytes__(self) -> bytes:
+        return b"".join((self.head, self.body))
+
+    def __repr__(self) -> str:
+        return f"GsoChain(head={len(self.head)}, body={len(self.body)}, offload={self.offload})"
+
+
+def joined(data: bytes | GsoChain) -> bytes:
+    """``data`` itself, or a ``GsoChain`` joined (see there)."""
+    if isinstance(data, GsoChain):
+        return data.join()
+    return data
 
 
 def offload_of(data: object) -> Offload | None:

@@ -34,10 +34,11 @@ SACK blocks) so that a capture reads like a kernel's.
 from __future__ import annotations
 
 from struct import Struct
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from stack.wire.checksum import internet_checksum, ones_sum, pseudo_sum4, pseudo_sum6
 from stack.wire.errors import ParseError
+from stack.wire.gso import GsoChain
 
 FIN = 0x01
 SYN = 0x02
@@ -212,10 +213,12 @@ def address_sum(src: bytes, dst: bytes) -> int:
 
 
 def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: TcpSegment,
-              pseudo: int | None = None) -> bytes:
+              pseudo: int | None = None, chain: bool = False) -> bytes:
     """The whole TCP segment with its checksum over the pseudo-header of
     ``src``/``dst`` (IPv6 when ``len(src) == 16``, else IPv4). ``pseudo`` is
-    ``address_sum(src, dst)`` when the caller has it already."""
+    ``address_sum(src, dst)`` when the caller has it already. ``chain``: a segment
+    larger than 4 KB comes back as a ``GsoChain`` (header and payload not joined: no
+    copy; see ``stack.wire.gso``)."""
     seq, ack, flags, window, payload, urgent, mss, wscale, sack_permitted, blocks, ts = seg
     if pseudo is None:
         pseudo = address_sum(src, dst)
@@ -229,6 +232,8 @@ def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: TcpSegment,
                                          window, 0, urgent, _TS_WORD, ts[0] & SEQ_MASK, ts[1] & SEQ_MASK))
             _U16.pack_into(hdr, 16, internet_checksum(
                 payload, ones_sum(hdr, pseudo + (total >> 16) + (total & 0xFFFF) + 6)))
+            if chain:
+                return cast(bytes, GsoChain(bytes(hdr), payload))
             return b"".join((hdr, payload))
         if payload:
             buf = bytearray(total)
@@ -243,6 +248,14 @@ def build_tcp(src: bytes, dst: bytes, sport: int, dport: int, seg: TcpSegment,
         opts = options_bytes(seg)
         hlen = TCP_HEADER_LEN + len(opts)
         total = hlen + len(payload)
+        if chain and total > _JOIN_AT:
+            head = bytearray(hlen)
+            _HDR.pack_into(head, 0, sport, dport, seq & SEQ_MASK, ack & SEQ_MASK, (hlen >> 2) << 4,
+                           flags & 0xFF, window, 0, urgent)
+            head[TCP_HEADER_LEN:hlen] = opts
+            _U16.pack_into(head, 16, internet_checksum(
+                payload, ones_sum(head, pseudo + (total >> 16) + (total & 0xFFFF) + 6)))
+            return cast(bytes, GsoChain(bytes(head), payload))
         buf = bytearray(total)
         _HDR.pack_into(buf, 0, sport, dport, seq & SEQ_MASK, ack & SEQ_MASK, (hlen >> 2) << 4,
                        flags & 0xFF, window, 0, urgent)

@@ -22,9 +22,11 @@ from stack.wire.gso import (
     GSO_TCPV4,
     GSO_TCPV6,
     GSO_UDP,
+    GsoChain,
     Offload,
     OffloadBytes,
     gso_segment,
+    joined,
     offload_of,
 )
 
@@ -93,9 +95,12 @@ def _split_all(frames: list[bytes]) -> list[bytes]:
     return out
 
 
-def _run_transfer(v6: bool, offload: bool, size: int) -> tuple[list[bytes], bytes]:
-    """Send ``size`` bytes to a peer that ACKs each flight; returns (frames sent, bytes received)."""
+def _run_transfer(v6: bool, offload: bool, size: int, chains: bool = False) -> tuple[list[bytes], bytes]:
+    """Send ``size`` bytes to a peer that ACKs each flight; returns (frames sent, bytes received).
+    ``chains``: core hands TSO frames out unjoined (``tx_chains``, as to the runtime); they
+    are joined here."""
     st, clock = host(offload=offload)
+    st.tx_chains = chains
     conn, _seq, _ = established(st, clock, v6)
     data = random.Random(3).randbytes(size)
     sent: list[bytes] = []
@@ -103,6 +108,9 @@ def _run_transfer(v6: bool, offload: bool, size: int) -> tuple[list[bytes], byte
     pos = conn.send(data, clock.now())        # type: ignore[attr-defined]
     for _ in range(1000):
         tx = [fr for _ifx, fr in st.drain_tx()]
+        if chains:
+            assert all(type(fr) is GsoChain for fr in tx if offload_of(fr) is not None)
+            tx = [joined(fr) for fr in tx]
         if not tx and pos >= size:
             break
         sent.extend(tx)
@@ -144,6 +152,17 @@ def test_tso_interface_sends_big_segments_that_split_into_what_a_plain_one_sends
         del t.chksum
         assert (IPv6 if v6 else IP)(bytes(ip))[TCP].chksum == chk
     assert _split_all(big) == small                # byte for byte: what the kernel puts on the wire
+
+
+@pytest.mark.parametrize("v6", [True, False])
+def test_tso_frames_handed_out_unjoined_are_the_same_frames(v6: bool) -> None:
+    """With ``tx_chains`` (the runtime's setting) TSO frames leave core as GsoChain, not
+    copied into one bytes object per layer; joined, they are the frames of the default."""
+    chained, got_chained = _run_transfer(v6, True, 300_000, chains=True)
+    big, got_big = _run_transfer(v6, True, 300_000)
+    assert got_chained == got_big == random.Random(3).randbytes(300_000)
+    assert chained == big and [offload_of(f) for f in chained] == [offload_of(f) for f in big]
+    assert all(type(f) is bytes or type(f) is OffloadBytes for f in big)
 
 
 def _flights(offload: bool, window: int) -> list[list[int]]:

@@ -182,3 +182,44 @@ def test_plain_link_cuts_gso_frames(native: bool) -> None:
     finally:
         ours.close()
         peer.close()
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["vnet", "plain"])
+def test_a_gso_chain_is_written_as_its_joined_frame(offload: bool) -> None:
+    """A GsoChain (a TSO frame core did not join) goes out byte for byte as the joined
+    OffloadBytes would: on a vnet link the virtio-net header, head and body in one
+    writev; on a plain link cut into the same segments."""
+    import socket
+
+    from stack.wire.gso import GsoChain, segment_frame, tcp_gso
+    from stack.wire.ipv6 import build_ipv6
+    from stack.wire.tcp import TcpSegment, build_tcp
+
+    src, dst = bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")
+    seg = TcpSegment(1, 1, 0x18, 1000, bytes(range(256)) * 20, 0, None, None, False, (), (1, 2))
+    packet = build_ipv6(src, dst, 6, build_tcp(src, dst, 19, 40000, seg, chain=True))
+    assert isinstance(packet, GsoChain)
+    packet.offload = tcp_gso(packet, 1000)
+    frame = bytes.fromhex("020000000002" "020000000001" "86dd") + packet
+    whole = frame.join()
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        ours.setblocking(False)
+        peer.setblocking(False)
+        link = _SockLink(ours.fileno(), False)
+        link.offload = offload
+        assert link.write(frame)        # type: ignore[arg-type]
+        got = []
+        while True:
+            try:
+                got.append(peer.recv(70000))
+            except BlockingIOError:
+                break
+        if offload:
+            assert got == [whole.offload.pack() + whole]   # type: ignore[attr-defined]
+            assert link.tx_frames == 1 and link.tx_gso == 1
+        else:
+            assert got == segment_frame(whole, whole.offload) and len(got) == 6   # type: ignore[attr-defined]
+    finally:
+        ours.close()
+        peer.close()

@@ -13,10 +13,12 @@ from stack.wire.gso import (
     GSO_ECN,
     GSO_TCPV4,
     GSO_TCPV6,
+    GsoChain,
     Offload,
     OffloadBytes,
     complete_checksum,
     gso_segment,
+    joined,
     offload_of,
     tcp_gso,
     unpack_offload,
@@ -158,3 +160,41 @@ def test_tcp_gso_header_for_local_packets() -> None:
     assert tcp_gso(big, 1428) == Offload(0, GSO_TCPV6, 40 + 32, 1428, 0, 0)
     big4 = _big4(5000, "CPA")
     assert tcp_gso(big4, 1428) == Offload(0, GSO_TCPV4 | GSO_ECN, 20 + 32, 1428, 0, 0)
+
+
+@pytest.mark.parametrize("v6", [True, False])
+def test_gso_chain_stands_for_the_joined_bytes(v6: bool) -> None:
+    """A TSO segment built unjoined (build_tcp chain=True) and wrapped in IP and Ethernet
+    headers by ``+`` is, joined, byte for byte the packet built the usual way, with the
+    same metadata; len and int indexing agree with the joined bytes."""
+    from stack.wire.ipv4 import build_ipv4
+    from stack.wire.ipv6 import build_ipv6
+    from stack.wire.tcp import TcpSegment, build_tcp
+
+    src, dst = (bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")) \
+        if v6 else (bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]))
+    payload = bytes(range(256)) * 200
+    seg = TcpSegment(7, 9, 0x18, 1000, memoryview(payload)[3:], 0, None, None, False, (), (5, 6))
+    l4 = build_tcp(src, dst, 19, 40000, seg, chain=True)
+    assert isinstance(l4, GsoChain) and l4.offload is None
+    plain = build_tcp(src, dst, 19, 40000, seg)
+    assert type(plain) is bytes and bytes(l4) == plain and len(l4) == len(plain)
+    build = build_ipv6 if v6 else build_ipv4
+    packet = build(src, dst, 6, l4)
+    assert isinstance(packet, GsoChain)
+    whole = build(src, dst, 6, plain)
+    assert bytes(packet) == whole and packet.join() == whole and type(packet.join()) is bytes
+    assert [packet[i] for i in (0, 9, len(whole) - 1, -1, -len(whole))] == \
+        [whole[i] for i in (0, 9, len(whole) - 1, -1, -len(whole))]
+    packet.offload = tcp_gso(packet, 1000)
+    assert packet.offload == tcp_gso(whole, 1000)
+    eth = bytes(range(14))
+    frame = eth + packet
+    assert isinstance(frame, GsoChain) and frame.body is packet.body
+    assert frame.offload == packet.offload.shifted(14)
+    joined_frame = frame.join()
+    assert type(joined_frame) is OffloadBytes and joined_frame == eth + whole
+    assert joined_frame.offload == frame.offload
+    assert joined(frame) == joined_frame and joined(whole) is whole
+    with pytest.raises(TypeError):
+        frame[0:2]    # type: ignore[index]

@@ -551,10 +551,12 @@ class TcpLayer:
         if conn.pseudo_route is not route:
             conn.pseudo_route = route
             conn.pseudo_sum = address_sum(route.src, route.dst)
-        l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg, conn.pseudo_sum)
         if len(seg.payload) > conn.gso_size and conn.tso_max:
+            # a TSO segment: header and payload travel unjoined down to the link (GsoChain)
+            l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg, conn.pseudo_sum, True)
             self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached, gso=conn.gso_size)
             return
+        l4 = build_tcp(route.src, route.dst, conn.lport, conn.rport, seg, conn.pseudo_sum)
         self.ip.ip_send(route, PROTO_TCP, l4, now, cached=cached)
 
     def _route_for(self, key: Key, now: int) -> tuple[OutRoute, bool] | None:
