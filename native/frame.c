@@ -28,7 +28,7 @@ static inline uint32_t be32(const unsigned char *p)
 
 /* Upper-layer header: [l4, end) is inside the buffer (checked by the caller). */
 static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint32_t proto,
-                    struct tsk_frame *out)
+                    struct tsk_frame *out, size_t tcp_trusted)
 {
     const unsigned char *h = p + l4;
     size_t l = end - l4;
@@ -43,6 +43,10 @@ static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint3
             return TSK_E_TCP_BAD_OFFSET;
         out->sport = be16(h);
         out->dport = be16(h + 2);
+        if (l4 == tcp_trusted) {
+            out->csum_ok = 1;    /* the link vouches for it (virtio-net NEEDS_CSUM/DATA_VALID) */
+            return TSK_OK;
+        }
         ps = v6 ? tsk_pseudo_sum6((const char *)p + ETH_LEN + 8, (const char *)p + ETH_LEN + 24, (uint32_t)l, 6)
                 : tsk_pseudo_sum4((const char *)p + ETH_LEN + 12, (const char *)p + ETH_LEN + 16, (uint32_t)l, 6);
         out->csum_ok = tsk_ones_sum((const char *)h, l, ps) == 0xffff;
@@ -84,7 +88,7 @@ static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint3
     return TSK_OK;
 }
 
-static int parse_ipv6(const unsigned char *p, size_t len, struct tsk_frame *out)
+static int parse_ipv6(const unsigned char *p, size_t len, struct tsk_frame *out, size_t tcp_trusted)
 {
     const unsigned char *h = p + ETH_LEN;
     if (len < ETH_LEN + IP6_LEN)
@@ -105,10 +109,10 @@ static int parse_ipv6(const unsigned char *p, size_t len, struct tsk_frame *out)
     out->ip_end = (uint32_t)end;
     out->proto = nh;
     out->l4_off = ETH_LEN + IP6_LEN;
-    return parse_l4(p, ETH_LEN + IP6_LEN, end, 1, nh, out);
+    return parse_l4(p, ETH_LEN + IP6_LEN, end, 1, nh, out, tcp_trusted);
 }
 
-static int parse_ipv4(const unsigned char *p, size_t len, struct tsk_frame *out)
+static int parse_ipv4(const unsigned char *p, size_t len, struct tsk_frame *out, size_t tcp_trusted)
 {
     const unsigned char *h = p + ETH_LEN;
     if (len < ETH_LEN + IP4_LEN)
@@ -138,10 +142,15 @@ static int parse_ipv4(const unsigned char *p, size_t len, struct tsk_frame *out)
     out->l4_off = ETH_LEN + IP4_LEN;
     out->frag_id = be16(h + 4);
     out->df = (ff & 0x4000) != 0;
-    return parse_l4(p, ETH_LEN + IP4_LEN, ETH_LEN + (size_t)total, 0, h[9], out);
+    return parse_l4(p, ETH_LEN + IP4_LEN, ETH_LEN + (size_t)total, 0, h[9], out, tcp_trusted);
 }
 
 int tsk_parse_frame(const char *buf, size_t len, struct tsk_frame *out)
+{
+    return tsk_parse_frame_trusted(buf, len, out, 0);
+}
+
+int tsk_parse_frame_trusted(const char *buf, size_t len, struct tsk_frame *out, size_t tcp_trusted)
 {
     const unsigned char *p = (const unsigned char *)buf;
     out->ethertype = 0;
@@ -164,8 +173,8 @@ int tsk_parse_frame(const char *buf, size_t len, struct tsk_frame *out)
         return TSK_E_ETH_TRUNCATED;
     out->ethertype = be16(p + 12);
     if (out->ethertype == 0x86dd)
-        return parse_ipv6(p, len, out);
+        return parse_ipv6(p, len, out, tcp_trusted);
     if (out->ethertype == 0x0800)
-        return parse_ipv4(p, len, out);
+        return parse_ipv4(p, len, out, tcp_trusted);
     return TSK_NOT_HANDLED; /* ARP, VLAN tags, anything else */
 }

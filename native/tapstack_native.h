@@ -70,6 +70,10 @@ struct tsk_frame {
  * filled, TSK_NOT_HANDLED for any other shape (Python parses it), or a
  * TSK_E_* code that the pure parser would raise for the same bytes. */
 int tsk_parse_frame(const char *buf, size_t len, struct tsk_frame *out);
+/* The same, but a TCP header at frame offset tcp_trusted (non-zero) has a checksum
+ * the link vouches for (virtio-net NEEDS_CSUM with csum_start there, or DATA_VALID):
+ * csum_ok = 1 without summing the segment. */
+int tsk_parse_frame_trusted(const char *buf, size_t len, struct tsk_frame *out, size_t tcp_trusted);
 
 /* ---- per-flow fast path (fastpath.c; wrapper: stack/link/fastpath.py) ----
  *

@@ -63,6 +63,7 @@ from stack.wire.frame import parse_frame
 from stack.wire.frame_types import ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame
 from stack.wire.gso import (
     F_DATA_VALID,
+    F_NEEDS_CSUM,
     GSO_TCPV4,
     GSO_TCPV6,
     GsoChain,
@@ -448,7 +449,14 @@ class Stack:
             self.stats.drop(Drop.IFACE_DOWN)
             return
         try:
-            f = parse_frame(frame)
+            if type(frame) is bytes:
+                f = parse_frame(frame)
+            else:
+                # NEEDS_CSUM on a TCP checksum: the parser need not sum up to 64 KB that
+                # _offload_rx would accept anyway (it decides the same without the hint)
+                off = offload_of(frame)
+                f = parse_frame(frame, off.csum_start if off is not None and off.flags & F_NEEDS_CSUM
+                                and off.csum_offset == 16 else 0)
         except ParseError as e:
             c.rx_dropped += 1
             self.stats.drop("parse_" + e.reason)

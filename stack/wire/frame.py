@@ -76,8 +76,12 @@ REASONS = (
 MAX_EXT_HEADERS = _pure.MAX_EXT_HEADERS
 
 
-def parse_frame_pure(buf: bytes) -> Frame:
-    """The pure-Python reference parser (pure checksum too)."""
+def parse_frame_pure(buf: bytes, tcp_trusted: int = 0) -> Frame:
+    """The pure-Python reference parser (pure checksum too). ``tcp_trusted`` (the
+    frame offset of a TCP header whose checksum the link vouches for, 0: none) lets
+    the native parser skip summing that segment (csum_ok); here it changes nothing:
+    the checksum is summed, and core's offload check (``Stack._offload_rx``) comes
+    to the same verdict."""
     if not isinstance(buf, bytes):
         buf = bytes(buf)
     return _pure.parse_frame(buf, _pure.ones_sum)
@@ -108,14 +112,14 @@ _free: list[tuple[Any, Any]] = []
 _new_frame = tuple.__new__
 
 
-def _parse_native(buf: bytes) -> Frame | None:
+def _parse_native(buf: bytes, tcp_trusted: int = 0) -> Frame | None:
     """One C call; None when the shape is not handled there."""
     try:
         out, raw = _free.pop()
     except IndexError:
         out = _ffi.new(_OUT_TYPE)
         raw = _ffi.buffer(out)
-    rc = _lib.tsk_parse_frame(buf, len(buf), out)
+    rc = _lib.tsk_parse_frame_trusted(buf, len(buf), out, tcp_trusted)
     if rc:
         _free.append((out, raw))
         if rc == 1:  # TSK_NOT_HANDLED
@@ -136,12 +140,12 @@ def _parse_native(buf: bytes) -> Frame | None:
                               df == 1, sport, dport, icmp_type, icmp_code, csum_ok == 1))
 
 
-def _parse_frame_native(buf: bytes) -> Frame:
+def _parse_frame_native(buf: bytes, tcp_trusted: int = 0) -> Frame:
     """Parse one Ethernet frame (C for the common shapes, else the slow path);
     raises ParseError with the reasons in the module docstring."""
     if not isinstance(buf, bytes):
         buf = bytes(buf)
-    f = _parse_native(buf)
+    f = _parse_native(buf, tcp_trusted)
     return f if f is not None else _parse_slow(buf)
 
 

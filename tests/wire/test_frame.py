@@ -264,3 +264,27 @@ def test_random_bytes_raise_parse_error_only(ethertype: int, body: bytes) -> Non
     for parse in (parse_frame, parse_frame_pure):
         with contextlib.suppress(ParseError):
             parse(buf)
+
+
+@pytest.mark.parametrize("v6", [True, False])
+def test_tcp_trusted_skips_only_the_vouched_tcp_checksum(v6: bool) -> None:
+    """``parse_frame(buf, tcp_trusted)``: a TCP header at that offset counts as checked
+    (a NEEDS_CSUM frame's partial checksum); any other offset is summed as always. The
+    pure parser sums regardless; everything but csum_ok is the same either way."""
+    from stack.wire.tcp import TcpSegment, build_tcp
+
+    src, dst = (ip6("2001:db8::1"), ip6("2001:db8::2")) if v6 else (ip4("192.0.2.1"), ip4("192.0.2.2"))
+    l4 = bytearray(build_tcp(src, dst, 1, 2, TcpSegment(1, 2, 0x10, 100, bytes(range(200)) * 30)))
+    l4[16:18] = b"\x12\x34"                  # not the full checksum (as a partial one is not)
+    pkt = (build_ipv6 if v6 else build_ipv4)(src, dst, 6, bytes(l4))
+    frame = eth_header(bytes(6), bytes(6), 0x86DD if v6 else 0x0800) + pkt
+    at = 14 + (40 if v6 else 20)
+    plain = parse_frame(frame)
+    assert not plain.csum_ok and not parse_frame(frame, at + 1).csum_ok
+    trusted = parse_frame(frame, at)
+    from stack.wire.frame import BACKEND
+    if BACKEND == "native":
+        assert trusted.csum_ok and trusted._replace(csum_ok=False) == plain
+    else:
+        assert trusted == plain              # the pure build: core's offload check decides
+    assert not parse_frame_pure(frame, at).csum_ok
