@@ -315,6 +315,73 @@ async def udp_socket(hub: Hub, *, local_addr: Any = None, local_port: int = 0,
 # TCP
 
 
+class _WriteBuffer:
+    """What a TcpTransport holds while core's send buffer is full, as the written
+    objects themselves: a large immutable ``bytes`` (a chargen's block) is kept by
+    reference and handed to core whole (core's send buffer queues it without a copy,
+    as a direct ``send`` would); small or mutable pieces are copied into a
+    ``bytearray`` tail, as before. A ``bytearray`` of everything (the former buffer)
+    cost two copies of every byte that waited: into it, and out into core."""
+
+    __slots__ = ("parts", "size")
+
+    SMALL = 4096            # bytes this large are kept by reference
+
+    def __init__(self) -> None:
+        self.parts: collections.deque[bytes | bytearray | memoryview] = collections.deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def extend(self, data: bytes | bytearray | memoryview, start: int = 0) -> None:
+        """Queue ``data[start:]`` (a copy unless ``data`` is a large ``bytes``)."""
+        if type(data) is bytes and len(data) - start >= self.SMALL:
+            self.parts.append(memoryview(data)[start:] if start else data)
+            self.size += len(data) - start
+            return
+        with memoryview(data) as view:
+            piece = view.cast("B")[start:]
+            parts = self.parts
+            if parts and type(parts[-1]) is bytearray:
+                parts[-1] += piece
+            else:
+                parts.append(bytearray(piece))
+            self.size += len(piece)
+            piece.release()
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self.size = 0
+
+    def send_to(self, conn: Any) -> bool:
+        """Move what fits into core's send buffer (``conn.send``); True if any moved.
+        OSError from ``send`` propagates (nothing is lost from the buffer)."""
+        parts = self.parts
+        moved = False
+        while parts:
+            space = conn.send_space
+            if space <= 0:
+                break
+            head = parts[0]
+            if len(head) <= space:
+                n = conn.send(head, None)        # sent at the kick's flush
+            else:
+                with memoryview(head) as view:
+                    n = conn.send(view[:space], None)
+            if n <= 0:
+                break
+            moved = True
+            self.size -= n
+            if n >= len(head):
+                parts.popleft()
+            elif type(head) is bytearray:
+                del head[:n]
+            else:
+                parts[0] = memoryview(head)[n:]
+        return moved
+
+
 class TcpTransport(asyncio.Transport):
     """``asyncio.Transport`` over a core TCP connection (see the module docstring)."""
 
@@ -323,7 +390,7 @@ class TcpTransport(asyncio.Transport):
         self._hub = hub
         self._conn = conn
         self._protocol = protocol
-        self._buf = bytearray()
+        self._buf = _WriteBuffer()
         self._high = HIGH_WATER
         self._low = HIGH_WATER // 4
         self._protocol_paused = False
@@ -451,7 +518,7 @@ class TcpTransport(asyncio.Transport):
                 self._fatal(OSError(errno.EIO, f"internal error: {e}"))
                 return
             if n < len(data):
-                self._buf.extend(memoryview(data)[n:])
+                self._buf.extend(data, n)
             self._hub.kick()
         self._maybe_pause_protocol()
 
@@ -459,22 +526,11 @@ class TcpTransport(asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def _write_ready(self) -> None:
-        conn = self._conn
-        moved = False
-        while self._buf:
-            space = conn.send_space
-            if space <= 0:
-                break
-            try:
-                with memoryview(self._buf) as view:      # the send buffer's copy is the only one
-                    n = conn.send(view[:space], None)      # sent at the kick's flush
-            except OSError as e:
-                self._fatal(e)
-                return
-            if n <= 0:
-                break
-            del self._buf[:n]
-            moved = True
+        try:
+            moved = self._buf.send_to(self._conn)
+        except OSError as e:
+            self._fatal(e)
+            return
         if not self._buf:
             if self._closing:
                 self._finish_close()

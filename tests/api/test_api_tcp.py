@@ -215,3 +215,29 @@ async def test_create_connection_with_protocol_and_local_addr() -> None:
         _r, w = await b.open_connection(A_GA, 7, local_addr=("::", 40001))
         assert w.get_extra_info("sockname")[1] == 40001
         w.close()
+
+
+@virtual
+async def test_writes_that_wait_in_the_transport_arrive_intact_and_in_order() -> None:
+    """Writes beyond core's send buffer wait in the transport: large ``bytes`` by
+    reference, anything else copied at write time (a bytearray changed afterwards does
+    not change what is sent)."""
+    rng = random.Random(11)
+    big = [rng.randbytes(rng.choice((5000, 70_000, 300_000))) for _ in range(12)]
+    async with pair() as (a, _b):
+        reader, writer = await a.open_connection(A_GA, 7)
+        expect = bytearray()
+        for i, blob in enumerate(big):
+            writer.write(blob)
+            expect += blob
+            small = bytearray(rng.randbytes(1 + i * 37))
+            writer.write(small)
+            expect += small
+            small[:] = b"x" * len(small)          # after write(): must not show
+            writer.write(memoryview(blob)[i:i + 6000])
+            expect += blob[i:i + 6000]
+        writer.write_eof()
+        got = await reader.read()
+        assert len(got) == len(expect) and hashlib.sha256(got).digest() == hashlib.sha256(expect).digest()
+        writer.close()
+        await writer.wait_closed()
