@@ -219,7 +219,7 @@ class TapLink:
             if self.offload:
                 off = getattr(frame, "offload", None) if type(frame) is not bytes else None
                 if off is None:
-                    os.writev(self._fd, (NO_OFFLOAD_HDR, joined(frame)))
+                    os.writev(self._fd, (NO_OFFLOAD_HDR, frame if type(frame) is bytes else joined(frame)))
                 else:
                     if isinstance(frame, GsoChain):
                         os.writev(self._fd, (off.pack(), frame.head, frame.body))
