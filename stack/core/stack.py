@@ -16,6 +16,7 @@ value, so they cannot disagree about ifp/origifp.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import random
 from collections import deque
@@ -86,6 +87,7 @@ _NO_OWNERS: list[tuple[Interface, Addr6]] = []
 # IPv4 Total Length counts the header (RFC 791); IPv6 Payload Length does not (RFC 8200
 # §3; jumbograms, RFC 2675, are not supported). Path MTU and the TCP MSS stop here.
 MAX_PACKET4 = 65535
+MIN_TCP_BUF = 4096             # smaller TCP buffers are raised to this (two full segments)
 MAX_PACKET6 = 65535 + 40
 
 
@@ -101,6 +103,11 @@ class Limits:
     reasm_max_bytes: int = 4 * 1024 * 1024
     reasm_timeout: int = s(60)          # RFC 8200 §4.5
     udp_rcvbuf: int = 256 * 1024
+    # TCP receive and send buffer per connection (the window it can advertise / the data
+    # it can have in flight; memory is used only as data waits): 1 MiB, between Linux's
+    # tcp_rmem/tcp_wmem defaults and their autotuned maximum (6 MiB / 4 MiB)
+    tcp_rcvbuf: int = 1024 * 1024
+    tcp_sndbuf: int = 1024 * 1024
     loop_queue_max: int = 4096
     pmtu_max: int = 1024
 
@@ -157,6 +164,14 @@ class Stack:
         except ImportError:  # pragma: no cover - during bring-up only
             return
         self.tcp = TcpLayer(self)
+        self._tcp_buffers()
+
+    def _tcp_buffers(self) -> None:
+        """``limits.tcp_rcvbuf``/``tcp_sndbuf`` into the TCP configuration (connections opened later)."""
+        if self.tcp is not None:
+            lim = self.limits
+            self.tcp.config = dataclasses.replace(self.tcp.config, rcv_buf=max(MIN_TCP_BUF, lim.tcp_rcvbuf),
+                                                  snd_buf=max(MIN_TCP_BUF, lim.tcp_sndbuf))
 
     # -- interfaces and addresses ----------------------------------------
 
@@ -320,9 +335,11 @@ class Stack:
     def set_limits(self, limits: Limits) -> None:
         """New bounds while running (SIGHUP). Caches and queues take them at the next
         insert (entries above a lowered cache bound go as they age or are evicted), the
-        ICMP error token buckets at once; ``udp_rcvbuf`` is for sockets opened later."""
+        ICMP error token buckets at once; ``udp_rcvbuf``, ``tcp_rcvbuf`` and ``tcp_sndbuf``
+        are for sockets opened later."""
         self.limits = limits
         self._flow_epoch += 1
+        self._tcp_buffers()
         for cache, most in ((self.nd, limits.neighbor_cache_max), (self.arp, limits.arp_cache_max)):
             cache.max_entries = most
             cache.queue_max = limits.nd_queue_max

@@ -116,6 +116,15 @@ def test_limits_change_at_run_time() -> None:
     assert res.changed == ["limits default"] and st.limits == Limits() and st.nd.queue_max == 16
 
 
+def test_tcp_buffers_from_limits_for_connections_opened_later() -> None:
+    cfg = parse_config(BASE + "[limits]\ntcp_rcvbuf = 200000\ntcp_sndbuf = 100\n", "a.toml")
+    st = build_stack(cfg, 0, random.Random(1))
+    assert (st.tcp.config.rcv_buf, st.tcp.config.snd_buf) == (200000, 4096)   # raised to the minimum
+    default = parse_config(BASE, "a.toml")
+    reload_config(cfg, default, st, None, 0)
+    assert (st.tcp.config.rcv_buf, st.tcp.config.snd_buf) == (1 << 20, 1 << 20)
+
+
 def test_bad_limit_changes_nothing() -> None:
     old = parse_config(BASE, "a.toml")
     st = build_stack(old, 0, random.Random(1))

@@ -74,8 +74,8 @@ MIN_MSS = 64
 class TcpConfig:
     """Tunables, defaults close to Linux's. Durations in ns."""
 
-    rcv_buf: int = 256 * 1024
-    snd_buf: int = 256 * 1024
+    rcv_buf: int = 1024 * 1024       # Stack sets both from limits.tcp_rcvbuf / tcp_sndbuf
+    snd_buf: int = 1024 * 1024
     msl: int = s(30)                    # TIME-WAIT lasts 2*MSL (RFC 9293 §3.4.2)
     delayed_ack: int = ms(40)           # RFC 9293 §3.8.6.3 / RFC 5681 §4.2: < 500 ms
     rto_initial: int = s(1)

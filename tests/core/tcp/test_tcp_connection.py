@@ -181,13 +181,13 @@ def test_transition_table_in_docstring_matches_rows() -> None:
 def test_active_open_handshake_and_connected_event() -> None:
     c = make(TcpConfig())
     c.open_active(0)
-    [syn] = expect(c, [seg("S", seq=ISS, ack=0, mss=1440, wscale=3, sack_permitted=True)], at=0)
+    [syn] = expect(c, [seg("S", seq=ISS, ack=0, mss=1440, wscale=5, sack_permitted=True)], at=0)
     assert syn.ts is not None and syn.ts[1] == 0
     feed(c, seg("SA", seq=IRS, ack=ISS + 1, window=1000, mss=1400, wscale=7, sack_permitted=True,
                 ts=(77, syn.ts[0])), at=ms(10))
     expect(c, [seg("A", seq=ISS + 1, ack=IRS + 1, ts=(syn.ts[0] + 10, 77))], at=ms(10))
     assert (c.state, c.snd_mss, c.snd_wscale, c.rcv_wscale, c.sack_ok, c.ts_ok) == (
-        St.ESTABLISHED, 1400, 7, 3, True, True)
+        St.ESTABLISHED, 1400, 7, 5, True, True)
     assert c.snd_wnd == 1000                         # RFC 7323 §2.2: the SYN's window is not scaled
     assert c.rtt.srtt == ms(10)
     assert [type(e) for e in events(c)] == [Connected]
@@ -296,7 +296,7 @@ def test_simultaneous_close_goes_through_closing() -> None:
 
 def test_check_sequence_unacceptable_segment_is_acked_and_counted() -> None:
     c = established()
-    feed(c, seg("PA", seq=IRS + 1 + 300_000, ack=ISS + 1, payload=b"far"), at=0)
+    feed(c, seg("PA", seq=IRS + 1 + 1_200_000, ack=ISS + 1, payload=b"far"), at=0)
     expect(c, [seg("A", seq=ISS + 1, ack=IRS + 1)], at=0)
     assert c.stats[Drop.TCP_OUT_OF_WINDOW] == 1 and c.recv_queue == 0
 
@@ -350,7 +350,7 @@ def test_paws_drops_old_timestamp_but_lets_a_reordered_pure_ack_through() -> Non
 
 def test_rst_out_of_window_is_ignored() -> None:
     c = established()
-    feed(c, seg("R", seq=IRS + 1 + 300_000), at=0)
+    feed(c, seg("R", seq=IRS + 1 + 1_200_000), at=0)
     assert c.state is St.ESTABLISHED and c.dispatch(0) == []
 
 

@@ -67,7 +67,7 @@ CASES: dict[str, Case] = {
                   [seg(A, seq=ISS + 1, ack=IRS + 3)], TcpState.ESTABLISHED),
     "keepalive probe": (after_data, seg("A", seq=IRS + 2, ack=ISS + 1), Drop.TCP_DUPLICATE,
                         [seg(A, seq=ISS + 1, ack=IRS + 3)], TcpState.ESTABLISHED),
-    "beyond the window": (established, seg("PA", seq=IRS + 1 + 300_000, ack=ISS + 1, payload=b"far"),
+    "beyond the window": (established, seg("PA", seq=IRS + 1 + 1_200_000, ack=ISS + 1, payload=b"far"),
                           Drop.TCP_OUT_OF_WINDOW, [seg(A, seq=ISS + 1, ack=IRS + 1)], TcpState.ESTABLISHED),
     "old timestamp": (with_ts, seg("PA", seq=IRS + 4, ack=ISS + 1, payload=b"old", ts=(1500, 0)), Drop.TCP_PAWS,
                       [seg(A, seq=ISS + 1, ack=IRS + 4)], TcpState.ESTABLISHED),

@@ -175,7 +175,7 @@ def test_syn_queue_overflow_uses_cookies_and_still_serves_clients() -> None:
     inject(la, seg("S", seq=5000, mss=1460, wscale=7, sack_permitted=True, ts=(42, 0)), sport=3)
     [synack] = ip.take()
     assert len(la.connections) == 2 and ip.stats.get("tcp", "syncookies_sent") == 1
-    assert synack.wscale == 3 and synack.sack_permitted and synack.ts is not None
+    assert synack.wscale == 5 and synack.sack_permitted and synack.ts is not None
     inject(la, seg("PA", seq=5001, ack=synack.seq + 1, payload=b"hi", ts=(43, synack.ts[0]), window=100),
            sport=3)
     conn = lst.accept()

@@ -223,12 +223,12 @@ def test_icmp_error_is_soft_when_established_and_reported_at_timeout() -> None:
 
 def test_window_scaling_shifts_both_ways() -> None:
     c = established(TcpConfig(timestamps=False, sack=False), wscale=7, window=1000)
-    assert (c.snd_wscale, c.rcv_wscale) == (7, 3)
+    assert (c.snd_wscale, c.rcv_wscale) == (7, 5)        # RFC 7323 §2.3: 1 MiB needs 5
     feed(c, seg("A", seq=IRS + 1, ack=ISS + 1, window=1000), at=0)
     assert c.snd_wnd == 1000 << 7
     c.send(b"x")
     [o] = c.dispatch(0)
-    assert o.window == (256 * 1024) >> 3
+    assert o.window == (1024 * 1024) >> 5
 
 
 def test_receive_window_never_shrinks_and_avoids_silly_updates() -> None:
