@@ -28,9 +28,10 @@ class SendBuffer:
     A queue of chunks, never one ``bytearray`` trimmed at the front: CPython copies
     the whole remaining buffer when a bytearray trimmed with ``del b[:n]`` grows
     again, which made every ``send`` after an ACK copy up to ``limit`` bytes. A
-    ``bytes`` argument taken whole is queued as it is (immutable: no copy), and
-    ``read`` answers a large range inside one such chunk with a ``memoryview`` of it
-    (``build_tcp`` copies it once, into the segment). Small pieces share a
+    ``bytes`` argument (or a ``memoryview`` of one: what a transport keeps of a
+    partly taken write) is queued as it is, or as a view of the part that fits
+    (immutable: no copy), and ``read`` answers a large range inside one such chunk
+    with a ``memoryview`` of it (a TSO segment's payload goes to the link as it is). Small pieces share a
     ``bytearray`` tail (up to ``TAIL`` bytes), which ``read`` always copies out."""
 
     __slots__ = ("chunks", "head", "limit", "seq", "size")
@@ -40,7 +41,7 @@ class SendBuffer:
     VIEW_AT = 4096          # read: ranges this large inside a bytes chunk come back as a view
 
     def __init__(self, seq: int, limit: int) -> None:
-        self.chunks: deque[bytes | bytearray] = deque()
+        self.chunks: deque[bytes | bytearray | memoryview] = deque()
         self.head = 0           # acknowledged bytes at the front of chunks[0]
         self.size = 0
         self.seq = seq          # sequence number of the first unacknowledged byte
@@ -64,7 +65,12 @@ class SendBuffer:
             return 0
         chunks = self.chunks
         if n >= self.SMALL:
-            chunks.append(data if n == len(data) and type(data) is bytes else bytes(memoryview(data)[:n]))
+            if type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes
+                                       and data.itemsize == 1 and data.c_contiguous):
+                # immutable underneath: kept by reference, a part of it as a view
+                chunks.append(data if n == len(data) else memoryview(data)[:n])
+            else:
+                chunks.append(bytes(memoryview(data)[:n]))
         elif chunks and type(chunks[-1]) is bytearray and len(chunks[-1]) < self.TAIL:
             chunks[-1] += memoryview(data)[:n]
         else:
@@ -99,7 +105,7 @@ class SendBuffer:
                 continue
             take = min(n, clen - off)
             if not parts and take == n:
-                if n >= self.VIEW_AT and type(c) is bytes:
+                if n >= self.VIEW_AT and type(c) is not bytearray:
                     return memoryview(c)[off:off + n]       # type: ignore[return-value]
                 with memoryview(c) as view:
                     return view[off:off + n].tobytes()

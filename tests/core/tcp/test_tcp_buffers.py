@@ -90,6 +90,26 @@ def test_any_arrival_order_reassembles_the_stream(seed: int, n: int) -> None:
     assert bytes(out) == data and q.size == 0
 
 
+def test_send_buffer_keeps_immutable_data_by_reference_and_copies_mutable_data() -> None:
+    big = bytes(range(256)) * 64                     # 16 KB
+    b = SendBuffer(0, limit=20000)
+    assert b.append(memoryview(big)[1000:]) == len(big) - 1000      # a transport's leftover view
+    assert b.append(big) == 20000 - (len(big) - 1000)                # only part fits: a view of it
+    assert all(type(c) is memoryview and c.obj is big for c in b.chunks)
+    v = b.read(0, 8000)
+    assert type(v) is memoryview and v.obj is big and bytes(v) == big[1000:9000]
+    assert b.read(14000, 5000) == big[15000:] + big[:5000 - 1384]   # across the two chunks
+    mutable = bytearray(b"m" * 5000)
+    b2 = SendBuffer(0, limit=10000)
+    b2.append(memoryview(mutable))
+    mutable[:] = b"x" * 5000                          # the caller reuses its buffer
+    assert b2.read(0, 5000) == b"m" * 5000
+    wide = memoryview(bytes(32000)).cast("I")         # items wider than a byte: never a view
+    b3 = SendBuffer(0, limit=40000)
+    b3.append(wide)
+    assert type(b3.chunks[0]) is not memoryview
+
+
 def test_receive_buffer_hands_out_large_payloads_without_copies() -> None:
     r = ReceiveBuffer(1 << 20)
     big = bytes(range(256)) * 256                    # 64 KB, as a GSO segment's payload
