@@ -38,6 +38,7 @@ from typing import Any
 from stack.api.hub import Hub, StackClosed, from_route_error, os_error
 from stack.core.events import Accepted, Closed, Connected, Readable, SocketError, Writable
 from stack.core.ipservice import RouteError
+from stack.core.tcp.buffers import byte_view
 from stack.core.tcp.tcb import TcpState
 from stack.wire.frame_types import PROTO_UDP
 from stack.wire.udp import build_udp
@@ -502,6 +503,7 @@ class TcpTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._lost or self._closing or not data:
             return
+        data = byte_view(data)          # len() in bytes: a memoryview of wider items counts items
         if self._buf:
             self._buf.extend(data)
         else:

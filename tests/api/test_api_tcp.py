@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import random
+from array import array
 
 import pytest
 
@@ -236,6 +237,9 @@ async def test_writes_that_wait_in_the_transport_arrive_intact_and_in_order() ->
             small[:] = b"x" * len(small)          # after write(): must not show
             writer.write(memoryview(blob)[i:i + 6000])
             expect += blob[i:i + 6000]
+            words = array("I", range(i * 1000, i * 1000 + 2000))    # a view of 4-byte items
+            writer.write(memoryview(words))
+            expect += words.tobytes()
         writer.write_eof()
         got = await reader.read()
         assert len(got) == len(expect) and hashlib.sha256(got).digest() == hashlib.sha256(expect).digest()

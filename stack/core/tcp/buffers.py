@@ -22,6 +22,15 @@ from collections import deque
 Buffer = bytes | bytearray | memoryview
 
 
+def byte_view(data: Buffer) -> Buffer:
+    """``data`` with ``len`` in bytes: a memoryview of wider items (``array('I')``) or of
+    several dimensions becomes a flat byte view of the same memory (a copy only when
+    it is not contiguous); anything else is returned as it is."""
+    if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1 or data.format != "B"):
+        return data.cast("B") if data.c_contiguous else memoryview(data.tobytes())
+    return data
+
+
 class SendBuffer:
     """Bytes from SND.UNA on: sent-but-unacknowledged, then not yet sent.
 

@@ -62,6 +62,7 @@ from dataclasses import replace
 from stack.core.clock import s
 from stack.core.events import Readable, Writable
 from stack.core.stats import Drop
+from stack.core.tcp.buffers import byte_view
 from stack.core.tcp.congestion import Congestion
 from stack.core.tcp.output import TcpOutput
 from stack.core.tcp.rtt import ts_elapsed, ts_newer
@@ -630,6 +631,7 @@ class TcpConnection(TcpOutput):
             raise _os_error(self.error)
         if self.fin_queued or self.state not in _WRITABLE_STATES:
             raise _os_error(errno.EPIPE)
+        data = byte_view(data)          # lengths in bytes, whatever the view's items
         n = self.sndbuf.append(data)
         if n < len(data):
             self.want_writable = True

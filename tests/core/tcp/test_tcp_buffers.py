@@ -184,3 +184,16 @@ def test_send_buffer_matches_a_plain_model(ops: list[tuple[str, bytes, int, int]
             n = min(y, len(model) - off)
             assert bytes(b.read(una + off, n)) == bytes(model[off:off + n])
         assert len(b) == len(model) and b.end == una + len(model) and b.seq == una
+
+
+def test_byte_view_flattens_wide_and_strided_views() -> None:
+    from array import array
+
+    from stack.core.tcp.buffers import byte_view
+    words = array("H", range(10))
+    v = byte_view(memoryview(words))
+    assert type(v) is memoryview and len(v) == 20 and bytes(v) == words.tobytes()
+    strided = memoryview(b"abcdef")[::2]
+    assert bytes(byte_view(strided)) == b"ace"
+    plain = b"xyz"
+    assert byte_view(plain) is plain

@@ -272,3 +272,13 @@ def test_cwnd_restarts_after_an_idle_period() -> None:
     feed(c, seg("A", seq=IRS + 1, ack=ISS + 101 + 20 * MSS), at=ms(4))
     c.send(b"z" * (20 * MSS))
     assert len(c.dispatch(s(5))) == 10               # idle for seconds: back to IW10
+
+
+def test_send_counts_bytes_of_a_view_with_wider_items() -> None:
+    from array import array
+    c = established(TcpConfig(timestamps=False, sack=False), window=65535)
+    words = array("I", range(1000))                  # 4,000 bytes, 1,000 items
+    assert c.send(memoryview(words)) == 4000
+    sent = b"".join(bytes(o.payload) for o in c.dispatch(0))   # full segments; Nagle holds the rest
+    assert len(sent) == 2880 and len(c.sndbuf) == 4000
+    assert sent + c.sndbuf.read(c.sndbuf.seq + 2880, 1120) == words.tobytes()
