@@ -427,11 +427,13 @@ class Stack:
 
     # -- frames in --------------------------------------------------------
 
-    def receive(self, ifindex: int, frame: bytes, now: int) -> None:
-        """One Ethernet frame from a link. Never raises on bad input."""
+    def receive(self, ifindex: int, frame: bytes, now: int, offload: Offload | None = None) -> None:
+        """One Ethernet frame from a link. Never raises on bad input. Virtio-net
+        metadata comes with the frame (``OffloadBytes``) or beside plain bytes
+        (``offload``: the runtime's reader saves a 64 KB copy that way)."""
         self._depth += 1
         try:
-            self._receive(ifindex, frame, now)
+            self._receive(ifindex, frame, now, offload)
         finally:
             self._depth -= 1
         if self._depth == 0 and self._loop_q:
@@ -453,7 +455,7 @@ class Stack:
         if self._depth == 0:
             self._run_loopback(now)
 
-    def _receive(self, ifindex: int, frame: bytes, now: int) -> None:
+    def _receive(self, ifindex: int, frame: bytes, now: int, off: Offload | None = None) -> None:
         iface = self.interfaces.get(ifindex)
         if iface is None or iface.kind is Kind.LOOPBACK:
             self.stats.drop(Drop.IFACE_UNKNOWN)
@@ -465,21 +467,21 @@ class Stack:
             c.rx_dropped += 1
             self.stats.drop(Drop.IFACE_DOWN)
             return
+        if off is None and type(frame) is not bytes:
+            off = offload_of(frame)
         try:
-            if type(frame) is bytes:
+            if off is None:
                 f = parse_frame(frame)
             else:
                 # NEEDS_CSUM on a TCP checksum: the parser need not sum up to 64 KB that
                 # _offload_rx would accept anyway (it decides the same without the hint)
-                off = offload_of(frame)
-                f = parse_frame(frame, off.csum_start if off is not None and off.flags & F_NEEDS_CSUM
-                                and off.csum_offset == 16 else 0)
+                f = parse_frame(frame, off.csum_start if off.flags & F_NEEDS_CSUM and off.csum_offset == 16 else 0)
         except ParseError as e:
             c.rx_dropped += 1
             self.stats.drop("parse_" + e.reason)
             return
-        if type(frame) is not bytes:
-            checked = self._offload_rx(f)
+        if off is not None:
+            checked = self._offload_rx(f, off)
             if checked is None:
                 c.rx_dropped += 1
                 return
@@ -497,7 +499,7 @@ class Stack:
         else:
             self.stats.drop(Drop.ETHERTYPE_UNKNOWN)
 
-    def _offload_rx(self, f: Frame) -> Frame | None:
+    def _offload_rx(self, f: Frame, off: Offload | None = None) -> Frame | None:
         """A frame the link read with a virtio-net header (``stack.wire.gso``).
 
         NEEDS_CSUM: the kernel left the TCP/UDP checksum partial (CHECKSUM_PARTIAL);
@@ -505,10 +507,12 @@ class Stack:
         points at that checksum. DATA_VALID: the kernel verified it. GSO: one TCP
         packet of up to 64 KB standing for ``gso_size``-byte segments; TCP takes it
         whole, forwarding keeps or splits it (``transmit``). Other GSO types are
-        not enabled on our TAPs and are dropped (counted)."""
-        off = offload_of(f.buf)
+        not enabled on our TAPs and are dropped (counted). The result carries ``off``
+        in ``offload`` (forwarding reads it there)."""
         if off is None:
-            return f
+            off = offload_of(f.buf)
+            if off is None:
+                return f
         if off.gso and (off.gso not in (GSO_TCPV4, GSO_TCPV6) or f.proto != 6 or f.is_fragment
                         or not off.gso_size):
             self.stats.drop("offload_bad_gso")
@@ -516,8 +520,8 @@ class Stack:
         if off.csum_trusted and not f.csum_ok and f.proto in (6, 17) and not f.is_fragment \
                 and (off.flags & F_DATA_VALID
                      or (off.csum_start == f.l4_off and off.csum_offset == (16 if f.proto == 6 else 6))):
-            return f._replace(csum_ok=True)
-        return f
+            return f._replace(csum_ok=True, offload=off)
+        return f._replace(offload=off)
 
     def _run_loopback(self, now: int) -> None:
         """Receive what was sent to ourselves, on origifp, marked looped."""

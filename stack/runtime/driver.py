@@ -38,7 +38,7 @@ from stack.core.flows import FOLD_COUNTERS
 from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
-from stack.wire.gso import GsoChain, joined, offload_of
+from stack.wire.gso import GsoChain, OffloadBytes, joined, offload_of
 
 log = logging.getLogger("tapstack.driver")
 core_log = logging.getLogger("tapstack.core")
@@ -202,23 +202,27 @@ class Driver:
             if self._timer_at is not None and self.clock.now() >= self._timer_at:
                 return          # a core deadline is due: let the loop run the timer
 
-    def _read(self, ifindex: int, link: TapLink, fp: Any) -> tuple[list[bytes], int]:
+    def _read(self, ifindex: int, link: TapLink, fp: Any) -> tuple[list[Any], int]:
         """One batch from a link: the frames left for core and how many C handled,
         through the fast path ``fp`` when given and the link has a slot in it."""
         if fp is not None and fp.has_link(ifindex):
-            frames = fp.read_batch(ifindex, link, self.batch)
+            # frames with offload metadata as (bytes, Offload): _process hands both to core
+            frames = fp.read_batch(ifindex, link, self.batch, pairs=True)
             return frames, fp.consumed
         return link.read_batch(self.batch), 0
 
-    def _process(self, ifindex: int, link: TapLink, frames: list[bytes]) -> None:
+    def _process(self, ifindex: int, link: TapLink, frames: list[Any]) -> None:
         if frames:
             now = self.clock.now()
             pcap = self.pcap
+            inj = self.faults_rx.get(ifindex)
+            if pcap is not None or inj is not None:
+                # (never together with the fast path, whose frames these are: to be safe)
+                frames = [OffloadBytes.make(*fr) if type(fr) is tuple else fr for fr in frames]
             if pcap is not None:
                 ts = time.time_ns()
                 for frame in frames:
                     pcap.write(link.name, frame, ts)
-            inj = self.faults_rx.get(ifindex)
             if inj is not None:
                 for frame in frames:
                     inj.offer(frame, now)
@@ -229,7 +233,10 @@ class Driver:
                 self.stack.begin_batch()
             for frame in frames:
                 try:
-                    receive(ifindex, frame, now)
+                    if type(frame) is tuple:
+                        receive(ifindex, frame[0], now, frame[1])
+                    else:
+                        receive(ifindex, frame, now)
                 except Exception:
                     self._core_error("receive")
             if batched:

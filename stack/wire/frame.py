@@ -137,7 +137,7 @@ def _parse_native(buf: bytes, tcp_trusted: int = 0) -> Frame | None:
     # tuple.__new__ skips the generated NamedTuple __new__ (same value, ~0.1 µs less).
     return _new_frame(Frame, (buf, buf[0:6], buf[6:12], ethertype, version, l3_off, src, dst, hop_limit,
                               tclass, flow_label, ip_end, proto, l4_off, (), False, 0, False, frag_id,
-                              df == 1, sport, dport, icmp_type, icmp_code, csum_ok == 1))
+                              df == 1, sport, dport, icmp_type, icmp_code, csum_ok == 1, None))
 
 
 def _parse_frame_native(buf: bytes, tcp_trusted: int = 0) -> Frame:

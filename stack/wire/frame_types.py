@@ -25,11 +25,14 @@ Field rules (the native and pure parsers must agree on every one):
   checksum over IPv6; True for a zero UDP checksum over IPv4). For fragments
   and for protocols without a checksum the parser does not check and sets
   ``csum_ok = True``.
+* ``offload``: None from the parsers. Core sets it to the frame's virtio-net
+  metadata (``stack.wire.gso.Offload``) when the link read it with some, whether it
+  came as ``OffloadBytes`` or beside plain ``bytes`` (``Stack.receive(..., offload)``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Frame(NamedTuple):
@@ -58,6 +61,7 @@ class Frame(NamedTuple):
     icmp_type: int
     icmp_code: int
     csum_ok: bool
+    offload: Any = None          # the link's Offload for this frame (set by core), or None
 
     @property
     def l4_len(self) -> int:

@@ -380,3 +380,20 @@ def test_no_frame_is_held_after_read_batch(env: Env) -> None:
     env.feed(*frames)
     assert env.fp._table.holds[env.fp._links[IN_A].slot].len == 0
     assert env.fp.read_batch(IN_A, env.link_a, 64) == []
+
+
+def test_pairs_give_the_same_bytes_and_metadata_as_offloadbytes() -> None:
+    for vnet in (False, True):
+        e = Env(vnet_a=vnet)
+        try:
+            frames = stream6(3)
+            got = []
+            for pairs in (False, True):
+                for f in frames:
+                    e.a.send(bytes(10) + f if vnet else f)
+                got.append(e.fp.read_batch(IN_A, e.link_a, 64, pairs=pairs))
+            (ob,), (pair,) = got
+            assert type(pair) is tuple and type(pair[0]) is bytes
+            assert pair == (bytes(ob), offload_of(ob))
+        finally:
+            e.close()
