@@ -24,6 +24,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HEADER = os.path.join(HERE, "tapstack_native.h")
+INTERNAL_HEADERS = ("byteorder.h",)       # included by the sources, not given to cdef
 SOURCES = ("checksum.c", "frame.c", "fastpath.c", "gso.c")
 
 
@@ -51,7 +52,7 @@ def make_ffibuilder(relative: bool = True) -> FFI:
         '#include "tapstack_native.h"\n',
         sources=[_rel(os.path.join(HERE, name), relative) for name in SOURCES],
         include_dirs=[_rel(HERE, relative)],
-        depends=[_rel(HEADER, relative)],
+        depends=[_rel(HEADER, relative)] + [_rel(os.path.join(HERE, h), relative) for h in INTERNAL_HEADERS],
         extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-fno-strict-aliasing"],
         # Same file name both ways (_native.cpython-3XY-<platform>.so): with an
         # abi3 build next to a standalone one, the older could shadow the newer.

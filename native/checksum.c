@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "byteorder.h"
 #include "tapstack_native.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -78,16 +79,11 @@ uint32_t tsk_ones_sum(const char *buf, size_t len, uint32_t initial)
     return fold64((uint64_t)s + initial);
 }
 
-static inline uint32_t be16(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 8) | p[1];
-}
-
 static uint64_t words(const unsigned char *p, size_t n)
 {
     uint64_t acc = 0;
     for (size_t i = 0; i < n; i += 2)
-        acc += be16(p + i);
+        acc += rd16(p + i);
     return acc;
 }
 

@@ -20,6 +20,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "tapstack_native.h"
 
 enum {
@@ -39,16 +40,6 @@ enum {
     PROTO_TCP = 6,
     PROTO_ICMPV6 = 58
 };
-
-static inline uint32_t rd16(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 8) | p[1];
-}
-
-static inline uint32_t rd16le(const unsigned char *p)
-{
-    return ((uint32_t)p[1] << 8) | p[0];
-}
 
 static inline uint32_t load32(const unsigned char *p)
 {
@@ -224,6 +215,38 @@ static uint32_t gso_segment_len(const unsigned char *ip, size_t iplen, size_t l4
     return (uint32_t)l4 + doff + gso_size;
 }
 
+/* The IP header of Ethernet frame `frame[0:len]`: IPv6 (version 6, payload within
+ * the frame) or IPv4 without options (length 20..frame, header checksum good).
+ * Sets the family, the IP packet's length (Ethernet padding excluded) and the
+ * transport header's offset in the packet; 0 for anything else. Shared by the
+ * flow check (fp_handle) and GRO (gro_parse), which add their own conditions. */
+static int ip_header(const unsigned char *frame, size_t len, uint32_t *family, size_t *iplen, size_t *l4)
+{
+    if (len < ETH_LEN + 20)
+        return 0;
+    const unsigned char *ip = frame + ETH_LEN;
+    size_t avail = len - ETH_LEN;
+    uint32_t ethertype = rd16(frame + 12);
+    if (ethertype == 0x86DD) {
+        if (avail < 40 || (ip[0] >> 4) != 6)
+            return 0;
+        *iplen = 40 + (size_t)rd16(ip + 4);
+        *family = FAM6;
+        *l4 = 40;
+    } else if (ethertype == 0x0800) {
+        if (ip[0] != 0x45)
+            return 0; /* not version 4, or options */
+        *iplen = rd16(ip + 2);
+        if (*iplen < 20 || tsk_ones_sum((const char *)ip, 20, 0) != 0xffffu)
+            return 0;
+        *family = FAM4;
+        *l4 = 20;
+    } else {
+        return 0;
+    }
+    return *iplen <= avail; /* else truncated */
+}
+
 /* Handle one frame (`frame[0:len]` after the vnet header `vhdr`, NULL when
  * the link has none). 1: consumed (sent, or lost to a counted write error);
  * 0: punt, nothing changed in the buffer. */
@@ -240,37 +263,15 @@ static int fp_handle(struct tsk_fp_table *t, uint32_t in_slot, const unsigned ch
                  (gso != GSO_NONE && gso != GSO_TCPV4 && gso != GSO_TCPV6))
             return 0; /* unknown flags, UDP GSO, the ECN bit: Python */
     }
-    if (len < ETH_LEN + 20)
-        return 0;
-    uint32_t ethertype = rd16(frame + 12);
-    unsigned char *ip = frame + ETH_LEN;
-    size_t avail = len - ETH_LEN;
     uint32_t family;
     size_t iplen, l4;
-    const unsigned char *src, *dst;
-    if (ethertype == 0x86DD) {
-        if (avail < 40 || (ip[0] >> 4) != 6)
-            return 0;
-        iplen = 40 + (size_t)rd16(ip + 4);
-        if (iplen > avail || ip[6] == 0)
-            return 0; /* truncated, or Hop-by-Hop options */
-        family = FAM6;
-        src = ip + 8;
-        dst = ip + 24;
-        l4 = 40;
-    } else if (ethertype == 0x0800) {
-        if (ip[0] != 0x45)
-            return 0; /* not version 4, or options */
-        iplen = rd16(ip + 2);
-        if (iplen < 20 || iplen > avail || tsk_ones_sum((const char *)ip, 20, 0) != 0xffffu)
-            return 0;
-        family = FAM4;
-        src = ip + 12;
-        dst = ip + 16;
-        l4 = 20;
-    } else {
+    if (!ip_header(frame, len, &family, &iplen, &l4))
         return 0;
-    }
+    unsigned char *ip = frame + ETH_LEN;
+    if (family == FAM6 && ip[6] == 0)
+        return 0; /* Hop-by-Hop options */
+    const unsigned char *src = ip + (family == FAM6 ? 8 : 12);
+    const unsigned char *dst = ip + (family == FAM6 ? 24 : 16);
     const struct tsk_fp_flow *f = fp_lookup(t, in_slot, family, src, dst);
     if (f == NULL || memcmp(frame, f->in_mac, 6) != 0)
         return 0;
@@ -355,23 +356,6 @@ enum {
     GRO_ACK = 2
 };
 
-static inline uint32_t rd32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline void wr16(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 8);
-    p[1] = (unsigned char)v;
-}
-
-static inline void wr16le(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
 /* One TCP segment as GRO sees it. */
 struct gro_seg {
     unsigned char *frame; /* Ethernet header */
@@ -404,31 +388,18 @@ static int gro_ack_options(const unsigned char *opt, size_t n)
  * checksum, flags ACK (+PSH for data). Returns GRO_DATA, GRO_ACK or 0. */
 static int gro_parse(unsigned char *frame, size_t len, struct gro_seg *s)
 {
-    if (len < ETH_LEN + 40)
+    if (!ip_header(frame, len, &s->family, &s->iplen, &s->l4) || s->iplen < s->l4 + 20)
         return 0;
     unsigned char *ip = frame + ETH_LEN;
-    size_t avail = len - ETH_LEN;
-    uint32_t et = rd16(frame + 12), ps;
-    if (et == 0x86DD) {
-        if (avail < 60 || (ip[0] >> 4) != 6 || ip[6] != PROTO_TCP)
-            return 0;
-        s->iplen = 40 + (size_t)rd16(ip + 4);
-        if (s->iplen < 60 || s->iplen > avail)
-            return 0;
-        s->family = FAM6;
-        s->l4 = 40;
-        ps = tsk_pseudo_sum6((const char *)ip + 8, (const char *)ip + 24, (uint32_t)(s->iplen - 40), PROTO_TCP);
-    } else if (et == 0x0800) {
-        if (ip[0] != 0x45 || ip[9] != PROTO_TCP || (rd16(ip + 6) & 0x3fffu) != 0)
-            return 0;            /* options, not TCP, a fragment */
-        s->iplen = rd16(ip + 2);
-        if (s->iplen < 40 || s->iplen > avail || tsk_ones_sum((const char *)ip, 20, 0) != 0xffffu)
-            return 0;
-        s->family = FAM4;
-        s->l4 = 20;
-        ps = tsk_pseudo_sum4((const char *)ip + 12, (const char *)ip + 16, (uint32_t)(s->iplen - 20), PROTO_TCP);
+    uint32_t ps, tcplen = (uint32_t)(s->iplen - s->l4);
+    if (s->family == FAM6) {
+        if (ip[6] != PROTO_TCP)
+            return 0;            /* extension headers, or not TCP */
+        ps = tsk_pseudo_sum6((const char *)ip + 8, (const char *)ip + 24, tcplen, PROTO_TCP);
     } else {
-        return 0;
+        if (ip[9] != PROTO_TCP || (rd16(ip + 6) & 0x3fffu) != 0)
+            return 0;            /* not TCP, or a fragment */
+        ps = tsk_pseudo_sum4((const char *)ip + 12, (const char *)ip + 16, tcplen, PROTO_TCP);
     }
     unsigned char *tcp = ip + s->l4;
     s->doff = (size_t)(tcp[12] >> 4) * 4;
@@ -448,7 +419,7 @@ static int gro_parse(unsigned char *frame, size_t len, struct gro_seg *s)
         kind = GRO_ACK;
     else
         return 0;
-    if (tsk_ones_sum((const char *)tcp, s->iplen - s->l4, ps) != 0xffffu)
+    if (tsk_ones_sum((const char *)tcp, tcplen, ps) != 0xffffu)
         return 0;                /* Python counts the bad checksum */
     return kind;
 }
@@ -466,6 +437,13 @@ static int gro_same_flow(const struct gro_seg *h, const struct gro_seg *s)
            memcmp(s->ip + 12, h->ip + 12, 8) == 0;
 }
 
+/* A virtio-net header of all zeros: a plain frame, no offload metadata. */
+static inline int vnet_plain(const unsigned char *v)
+{
+    static const unsigned char zero[VNET_LEN] = {0};
+    return memcmp(v, zero, VNET_LEN) == 0;
+}
+
 /* Merge after the punted frame buf[off:off+len] (off = in_vnet) what follows
  * it on the fd, reading at most `reads` frames; returns the new byte count of buf (vnet header included). */
 static size_t gro_run(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t in_vnet, unsigned char *buf,
@@ -473,7 +451,7 @@ static size_t gro_run(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t
 {
     struct gro_seg h, s;
     size_t off = in_vnet;
-    if (n <= off || (in_vnet && memcmp(buf, "\0\0\0\0\0\0\0\0\0\0", VNET_LEN) != 0))
+    if (n <= off || (in_vnet && !vnet_plain(buf)))
         return n;                /* kernel offload metadata: Python */
     int kind = gro_parse(buf + off, n - off, &h);
     if (kind == 0)
@@ -497,7 +475,7 @@ static size_t gro_run(struct tsk_fp_table *t, int fd, uint32_t in_slot, uint32_t
         t->rx_reads++;
         size_t rl = (size_t)r;
         hold->len = (uint32_t)rl;
-        if (rl <= off || (in_vnet && memcmp(hb, "\0\0\0\0\0\0\0\0\0\0", VNET_LEN) != 0) ||
+        if (rl <= off || (in_vnet && !vnet_plain(hb)) ||
             gro_parse(hb + off, rl - off, &s) != kind || !gro_same_flow(&h, &s))
             break;
         if (kind == GRO_DATA) {

@@ -10,21 +10,12 @@
  * Everything else is TSK_NOT_HANDLED and Python takes the slow path. Every
  * read is checked against `len` before it happens.
  */
+#include "byteorder.h"
 #include "tapstack_native.h"
 
 #define ETH_LEN 14
 #define IP6_LEN 40
 #define IP4_LEN 20
-
-static inline uint32_t be16(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 8) | p[1];
-}
-
-static inline uint32_t be32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
 
 /* Upper-layer header: [l4, end) is inside the buffer (checked by the caller). */
 static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint32_t proto,
@@ -41,8 +32,8 @@ static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint3
         uint32_t doff = h[12] >> 4;
         if (doff < 5 || (size_t)doff * 4 > l)
             return TSK_E_TCP_BAD_OFFSET;
-        out->sport = be16(h);
-        out->dport = be16(h + 2);
+        out->sport = rd16(h);
+        out->dport = rd16(h + 2);
         if (l4 == tcp_trusted) {
             out->csum_ok = 1;    /* the link vouches for it (virtio-net NEEDS_CSUM/DATA_VALID) */
             return TSK_OK;
@@ -56,12 +47,12 @@ static int parse_l4(const unsigned char *p, size_t l4, size_t end, int v6, uint3
         /* RFC 768: Length covers header and data, >= 8, within the IP payload. */
         if (l < 8)
             return TSK_E_UDP_TRUNCATED;
-        uint32_t ulen = be16(h + 4);
+        uint32_t ulen = rd16(h + 4);
         if (ulen < 8 || ulen > l)
             return TSK_E_UDP_BAD_LENGTH;
-        out->sport = be16(h);
-        out->dport = be16(h + 2);
-        if (be16(h + 6) == 0) {
+        out->sport = rd16(h);
+        out->dport = rd16(h + 2);
+        if (rd16(h + 6) == 0) {
             /* RFC 768: zero means "no checksum" over IPv4; RFC 8200 §8.1:
              * IPv6 receivers must discard it (verdict False). */
             out->csum_ok = !v6;
@@ -95,8 +86,8 @@ static int parse_ipv6(const unsigned char *p, size_t len, struct tsk_frame *out,
         return TSK_E_IPV6_TRUNCATED;
     if ((h[0] >> 4) != 6)
         return TSK_E_IPV6_BAD_VERSION;
-    uint32_t vtf = be32(h);
-    size_t end = ETH_LEN + IP6_LEN + be16(h + 4);
+    uint32_t vtf = rd32(h);
+    size_t end = ETH_LEN + IP6_LEN + rd16(h + 4);
     if (end > len)
         return TSK_E_IPV6_BAD_LENGTH; /* RFC 8200 §3: Payload Length past the frame */
     uint32_t nh = h[6];
@@ -124,13 +115,13 @@ static int parse_ipv4(const unsigned char *p, size_t len, struct tsk_frame *out,
         return TSK_E_IPV4_BAD_IHL;
     if (ihl != IP4_LEN)
         return TSK_NOT_HANDLED; /* options: the slow path skips them */
-    uint32_t total = be16(h + 2);
+    uint32_t total = rd16(h + 2);
     if (total < ihl || ETH_LEN + (size_t)total > len)
         return TSK_E_IPV4_BAD_LENGTH;
     /* RFC 791 §3.1: the header checksum sums to all ones over the header. */
     if (tsk_ones_sum((const char *)h, IP4_LEN, 0) != 0xffff)
         return TSK_E_IPV4_BAD_CHECKSUM;
-    uint32_t ff = be16(h + 6);
+    uint32_t ff = rd16(h + 6);
     if (ff & 0x3fff)
         return TSK_NOT_HANDLED; /* MF or a fragment offset: reassembly */
     out->ip_version = 4;
@@ -140,7 +131,7 @@ static int parse_ipv4(const unsigned char *p, size_t len, struct tsk_frame *out,
     out->ip_end = ETH_LEN + total;
     out->proto = h[9];
     out->l4_off = ETH_LEN + IP4_LEN;
-    out->frag_id = be16(h + 4);
+    out->frag_id = rd16(h + 4);
     out->df = (ff & 0x4000) != 0;
     return parse_l4(p, ETH_LEN + IP4_LEN, ETH_LEN + (size_t)total, 0, h[9], out, tcp_trusted);
 }
@@ -171,7 +162,7 @@ int tsk_parse_frame_trusted(const char *buf, size_t len, struct tsk_frame *out, 
     out->csum_ok = 1;
     if (len < ETH_LEN)
         return TSK_E_ETH_TRUNCATED;
-    out->ethertype = be16(p + 12);
+    out->ethertype = rd16(p + 12);
     if (out->ethertype == 0x86dd)
         return parse_ipv6(p, len, out, tcp_trusted);
     if (out->ethertype == 0x0800)

@@ -29,6 +29,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "tapstack_native.h"
 
 enum {
@@ -42,30 +43,6 @@ enum {
     TCP_PSH = 0x08,
     TCP_CWR = 0x80
 };
-
-static inline uint32_t rd16(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 8) | p[1];
-}
-
-static inline void wr16(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 8);
-    p[1] = (unsigned char)v;
-}
-
-static inline uint32_t rd32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline void wr32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
 
 /* The TCP packet of a frame, checked in the order of the twin (_tcp_offsets,
  * then gso_segment) so that a bad frame gets the same reason. Offsets are
