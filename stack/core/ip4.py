@@ -260,7 +260,7 @@ class Ip4:
             return self._drop(Drop.IPV4_DIRECTED_BROADCAST)
         buf, l3 = f.buf, f.l3_off
         mtu = out.mtu
-        off = f.offload if f.offload is not None else offload_of(buf) if type(buf) is not bytes else None
+        off = f.offload                 # set by Stack._receive for a frame read with metadata
         if off is not None and off.gso:
             # A GSO packet from the kernel leaves as segments of gso_size (kept whole for
             # a link with offloads, split in software otherwise): those must fit.

@@ -499,7 +499,7 @@ class Stack:
         else:
             self.stats.drop(Drop.ETHERTYPE_UNKNOWN)
 
-    def _offload_rx(self, f: Frame, off: Offload | None = None) -> Frame | None:
+    def _offload_rx(self, f: Frame, off: Offload) -> Frame | None:
         """A frame the link read with a virtio-net header (``stack.wire.gso``).
 
         NEEDS_CSUM: the kernel left the TCP/UDP checksum partial (CHECKSUM_PARTIAL);
@@ -509,10 +509,6 @@ class Stack:
         whole, forwarding keeps or splits it (``transmit``). Other GSO types are
         not enabled on our TAPs and are dropped (counted). The result carries ``off``
         in ``offload`` (forwarding reads it there)."""
-        if off is None:
-            off = offload_of(f.buf)
-            if off is None:
-                return f
         if off.gso and (off.gso not in (GSO_TCPV4, GSO_TCPV6) or f.proto != 6 or f.is_fragment
                         or not off.gso_size):
             self.stats.drop("offload_bad_gso")

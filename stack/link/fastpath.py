@@ -214,26 +214,23 @@ class FastPath:
             n = rx(table, fd, slot, vnet, buf, BUF_SIZE, max(left, 1))
             if n > 0:
                 left -= table.rx_reads
+                # one copy per frame: the bytes after any header, straight from buf
                 if vnet:
-                    # one copy per frame: the bytes after the header, straight from buf
                     if n <= VNET_HDR_LEN:
                         link.rx_errors += 1
-                    elif view[:VNET_HDR_LEN] == NO_OFFLOAD_HDR:
+                        continue
+                    if view[:VNET_HDR_LEN] == NO_OFFLOAD_HDR:
                         frames.append(view[VNET_HDR_LEN:n].tobytes())
-                    else:
-                        if table.rx_segs < 2:
-                            link.rx_offload += 1
-                        if pairs:
-                            frames.append((view[VNET_HDR_LEN:n].tobytes(), unpack_offload(view)))
-                        else:
-                            frames.append(OffloadBytes.make(view[VNET_HDR_LEN:n], unpack_offload(view)))
+                        continue
+                    if table.rx_segs < 2:
+                        link.rx_offload += 1
+                    data, off = view[VNET_HDR_LEN:n], unpack_offload(view)
                 elif table.rx_segs > 1:
-                    if pairs:
-                        frames.append((view[:n].tobytes(), unpack_offload(self._rx_vnet)))
-                    else:
-                        frames.append(OffloadBytes.make(view[:n], unpack_offload(self._rx_vnet)))
+                    data, off = view[:n], unpack_offload(self._rx_vnet)      # merged by GRO
                 else:
                     frames.append(unpack(buf, n))
+                    continue
+                frames.append((data.tobytes(), off) if pairs else OffloadBytes.make(data, off))
                 continue
             if n == -2:
                 err = table.err

@@ -38,7 +38,7 @@ from stack.core.flows import FOLD_COUNTERS
 from stack.link.faults import FaultConfig, FaultInjector
 from stack.link.pcap import PcapSet
 from stack.link.tap import LinkGone, TapLink
-from stack.wire.gso import GsoChain, OffloadBytes, joined, offload_of
+from stack.wire.gso import GsoChain, joined, offload_of
 
 log = logging.getLogger("tapstack.driver")
 core_log = logging.getLogger("tapstack.core")
@@ -216,9 +216,8 @@ class Driver:
             now = self.clock.now()
             pcap = self.pcap
             inj = self.faults_rx.get(ifindex)
-            if pcap is not None or inj is not None:
-                # (never together with the fast path, whose frames these are: to be safe)
-                frames = [OffloadBytes.make(*fr) if type(fr) is tuple else fr for fr in frames]
+            # (bytes, Offload) pairs come only from the fast path, which is off while a
+            # capture or fault injection is on (_fp_on): pcap and inj see OffloadBytes
             if pcap is not None:
                 ts = time.time_ns()
                 for frame in frames:

@@ -155,7 +155,9 @@ def test_core_takes_the_merged_packet_as_one_verified_tcp_packet(env: Env) -> No
     frames = stream6(3)
     (m,) = env.feed(*frames)
     s, _clock = one_stack()[:2]
-    f = s._offload_rx(__import__("stack.wire.frame", fromlist=["parse_frame"]).parse_frame(m))
+    off = offload_of(m)
+    assert off is not None
+    f = s._offload_rx(__import__("stack.wire.frame", fromlist=["parse_frame"]).parse_frame(m), off)
     assert f is not None and f.csum_ok and f.proto == 6
 
 
