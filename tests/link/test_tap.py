@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,6 @@ def _kernel_offloads(name: str) -> tuple[int, int]:
     ETHTOOL_GTXCSUM through SIOCETHTOOL; ethtool itself is not installed)."""
     import ctypes
     import fcntl
-    import socket
     import struct
     out = []
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
@@ -143,11 +143,20 @@ class _SockLink(TapLink):
         self._gso = gso.GsoWriter(fd) if native else None
 
 
+def _drain(sock: socket.socket) -> list[bytes]:
+    """Every message waiting on a non-blocking socket."""
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(70000))
+        except BlockingIOError:
+            return got
+
+
 @pytest.mark.parametrize("native", [False, True], ids=["pure", "native"])
 def test_plain_link_cuts_gso_frames(native: bool) -> None:
     """A GSO frame given to a link without offloads reaches the wire as its segments
     (segment_frame), in the pure build too; the link counts frames and cuts."""
-    import socket
 
     from stack.link import gso
     from stack.wire.gso import GSO_TCPV6, GSO_UDP, Offload, OffloadBytes, segment_frame, tcp_gso
@@ -168,12 +177,7 @@ def test_plain_link_cuts_gso_frames(native: bool) -> None:
         peer.setblocking(False)
         link = _SockLink(ours.fileno(), native)
         assert link.write(OffloadBytes.make(frame, off))
-        got = []
-        while True:
-            try:
-                got.append(peer.recv(70000))
-            except BlockingIOError:
-                break
+        got = _drain(peer)
         assert got == segment_frame(frame, off) and len(got) == 6
         assert max(map(len, got)) <= 1514
         assert link.tx_frames == 6 and link.tx_gso_split == 1
@@ -189,7 +193,6 @@ def test_a_gso_chain_is_written_as_its_joined_frame(offload: bool) -> None:
     """A GsoChain (a TSO frame core did not join) goes out byte for byte as the joined
     OffloadBytes would: on a vnet link the virtio-net header, head and body in one
     writev; on a plain link cut into the same segments."""
-    import socket
 
     from stack.wire.gso import GsoChain, segment_frame, tcp_gso
     from stack.wire.ipv6 import build_ipv6
@@ -209,12 +212,7 @@ def test_a_gso_chain_is_written_as_its_joined_frame(offload: bool) -> None:
         link = _SockLink(ours.fileno(), False)
         link.offload = offload
         assert link.write(frame)        # type: ignore[arg-type]
-        got = []
-        while True:
-            try:
-                got.append(peer.recv(70000))
-            except BlockingIOError:
-                break
+        got = _drain(peer)
         if offload:
             assert got == [whole.offload.pack() + whole]   # type: ignore[attr-defined]
             assert link.tx_frames == 1 and link.tx_gso == 1
