@@ -147,6 +147,9 @@ def q_stats(st: Stack, args: dict[str, Any], now: int) -> dict[str, Any]:
     snap.setdefault("nd", {})
     snap["nd"] = dict(snap["nd"], cache_entries=len(st.nd.entries), queue_drops=st.nd.queue_drops,
                       evictions=st.nd.evictions, gc_stale=st.nd.gc_collected)
+    if st.tcp is not None:
+        # gauges beside the counters, as for nd: the TCP memory pool (limits.tcp_mem)
+        snap["tcp"] = dict(snap.get("tcp", {}), mem_used=st.tcp.mem.used, mem_limit=st.tcp.mem.limit)
     snap["interfaces"] = {iface.name: {"rx_packets": iface.counters.rx_packets,
                                        "rx_bytes": iface.counters.rx_bytes,
                                        "tx_packets": iface.counters.tx_packets,

@@ -108,6 +108,10 @@ class Limits:
     # tcp_rmem/tcp_wmem defaults and their autotuned maximum (6 MiB / 4 MiB)
     tcp_rcvbuf: int = 1024 * 1024
     tcp_sndbuf: int = 1024 * 1024
+    # What all TCP buffers together may hold (send, receive, out of order; Linux tcp_mem):
+    # beyond it a buffer keeps only a 4 KB floor of its own (TcpMemory); 64 connections
+    # with both buffers full
+    tcp_mem: int = 128 * 1024 * 1024
     loop_queue_max: int = 4096
     pmtu_max: int = 1024
 
@@ -167,9 +171,11 @@ class Stack:
         self._tcp_buffers()
 
     def _tcp_buffers(self) -> None:
-        """``limits.tcp_rcvbuf``/``tcp_sndbuf`` into the TCP configuration (connections opened later)."""
+        """``limits.tcp_rcvbuf``/``tcp_sndbuf`` into the TCP configuration (connections opened
+        later); ``limits.tcp_mem`` into the layer's pool (every connection, at once)."""
         if self.tcp is not None:
             lim = self.limits
+            self.tcp.mem.limit = lim.tcp_mem
             self.tcp.config = dataclasses.replace(self.tcp.config, rcv_buf=max(MIN_TCP_BUF, lim.tcp_rcvbuf),
                                                   snd_buf=max(MIN_TCP_BUF, lim.tcp_sndbuf))
 
@@ -336,7 +342,7 @@ class Stack:
         """New bounds while running (SIGHUP). Caches and queues take them at the next
         insert (entries above a lowered cache bound go as they age or are evicted), the
         ICMP error token buckets at once; ``udp_rcvbuf``, ``tcp_rcvbuf`` and ``tcp_sndbuf``
-        are for sockets opened later."""
+        are for sockets opened later, ``tcp_mem`` bounds every connection's next take."""
         self.limits = limits
         self._flow_epoch += 1
         self._tcp_buffers()

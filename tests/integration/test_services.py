@@ -4,13 +4,15 @@ chargen from the kernel side, `tapstack ping` and `tapstack connect` toward the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ONE_TAP, Factory, StackProcess
+from tests.integration.conftest import ONE_TAP, Factory, StackProcess, wait_for
 
 pytestmark = [
     pytest.mark.netns,
@@ -108,3 +110,34 @@ def test_connect_to_itself_over_loopback_and_lo_pcap(tapstack_factory: Factory, 
     assert r.stdout == "hi\n" and r.returncode == 0
     pkts = rdpcap(f"{pcap_dir}/lo.pcap")
     assert any(IPv6 in p and p[IPv6].dst == "2001:db8:1::2" for p in pkts)
+
+
+ECHO_CLIENT = r"""
+import socket, sys, threading
+n = int(sys.argv[1])
+data = bytes(range(256)) * (n // 256)
+s = socket.create_connection(("2001:db8:1::2", 7), timeout=30)
+threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)), daemon=True).start()
+got = bytearray()
+while chunk := s.recv(65536):
+    got += chunk
+print(len(got), got == data)
+"""
+
+
+def test_echo_moves_on_with_no_tcp_memory_beyond_the_floors(tapstack_factory: Factory) -> None:
+    """limits.tcp_mem = 0: each buffer keeps only its 4 KB floor (TcpMemory), and two
+    connections at once still echo 1 MiB each, intact, against the kernel; the pool
+    is back to 0 when they are done."""
+    sp = tapstack_factory(ONE_TAP + "\n[services]\necho = 7\n\n[limits]\ntcp_mem = 0\n")
+    client = ["timeout", "60", sys.executable, "-c", ECHO_CLIENT, str(1 << 20)]
+    procs = [subprocess.Popen(["ip", "netns", "exec", sp["ns0"], *client], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=90)[0] for p in procs]
+    assert outs == [f"{1 << 20} True\n"] * 2
+
+    def tcp_stats() -> dict[str, int]:
+        return dict(json.loads(sp.tapstack("stats", "-j").stdout)["tcp"])
+
+    wait_for("the pool to empty", lambda: tcp_stats()["mem_used"] == 0)
+    assert tcp_stats()["mem_limit"] == 0

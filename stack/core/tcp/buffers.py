@@ -12,6 +12,9 @@ into a shared tail once, and once out). The reassembly queue keeps disjoint, non
 ranges, so an in-order run behind a hole grows one ``bytearray`` in place
 instead of re-merging (no O(n^2) during loss recovery), and is bounded both in
 bytes and in ranges; what does not fit is refused and counted by the caller.
+
+All three charge one ``TcpMemory`` per stack (``limits.tcp_mem``) for the bytes they
+hold, so the sum over every connection is bounded too, not only each buffer.
 """
 
 from __future__ import annotations
@@ -31,6 +34,30 @@ def byte_view(data: Buffer) -> Buffer:
     return data
 
 
+class TcpMemory:
+    """The bytes that every connection's buffers hold together (send, receive and out
+    of order), against ``limit`` (``limits.tcp_mem``: Linux's tcp_mem hard limit).
+
+    Buffers add what they take to ``used`` and subtract what leaves. Above the limit a
+    buffer takes nothing more, with one exception: each may always hold ``FLOOR``
+    bytes of its own (Linux's tcp_rmem/tcp_wmem minimum, a socket's "right by birth"),
+    so under pressure every connection still moves, slowly, and none waits forever on
+    memory that another holds. ``used`` can pass ``limit`` by at most a floor per
+    buffer. Without a pool a buffer gets its own unbounded one."""
+
+    __slots__ = ("limit", "used")
+
+    FLOOR = 4096
+
+    def __init__(self, limit: int = 1 << 62) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def room(self, held: int) -> int:
+        """What a buffer already holding ``held`` bytes may add now."""
+        return max(self.limit - self.used, self.FLOOR - held, 0)
+
+
 class SendBuffer:
     """Bytes from SND.UNA on: sent-but-unacknowledged, then not yet sent.
 
@@ -43,18 +70,19 @@ class SendBuffer:
     with a ``memoryview`` of it (a TSO segment's payload goes to the link as it is). Small pieces share a
     ``bytearray`` tail (up to ``TAIL`` bytes), which ``read`` always copies out."""
 
-    __slots__ = ("chunks", "head", "limit", "seq", "size")
+    __slots__ = ("chunks", "head", "limit", "mem", "seq", "size")
 
     SMALL = 4096            # bytes pieces this large are queued as they are
     TAIL = 65536
     VIEW_AT = 4096          # read: ranges this large inside a bytes chunk come back as a view
 
-    def __init__(self, seq: int, limit: int) -> None:
+    def __init__(self, seq: int, limit: int, mem: TcpMemory | None = None) -> None:
         self.chunks: deque[bytes | bytearray | memoryview] = deque()
         self.head = 0           # acknowledged bytes at the front of chunks[0]
         self.size = 0
         self.seq = seq          # sequence number of the first unacknowledged byte
         self.limit = limit
+        self.mem = mem if mem is not None else TcpMemory()
 
     def __len__(self) -> int:
         return self.size
@@ -65,11 +93,12 @@ class SendBuffer:
         return self.seq + self.size
 
     def space(self) -> int:
-        return max(0, self.limit - self.size)
+        return max(0, min(self.limit - self.size, self.mem.room(self.size)))
 
     def append(self, data: Buffer) -> int:
-        """Queue as much of ``data`` as fits; returns the number of bytes taken."""
-        n = min(len(data), self.limit - self.size)
+        """Queue as much of ``data`` as fits (this buffer's limit, the stack's
+        ``TcpMemory``); returns the number of bytes taken."""
+        n = min(len(data), self.limit - self.size, self.mem.room(self.size))
         if n <= 0:
             return 0
         chunks = self.chunks
@@ -85,6 +114,7 @@ class SendBuffer:
         else:
             chunks.append(bytearray(memoryview(data)[:n]))
         self.size += n
+        self.mem.used += n
         return n
 
     def ack(self, upto: int) -> int:
@@ -94,6 +124,7 @@ class SendBuffer:
             return 0
         self.seq += n
         self.size -= n
+        self.mem.used -= n
         chunks = self.chunks
         left = n + self.head
         while chunks and left >= len(chunks[0]):
@@ -130,6 +161,7 @@ class SendBuffer:
 
     def clear(self) -> None:
         """Forget everything queued (abort); SND.UNA stays."""
+        self.mem.used -= self.size
         self.chunks.clear()
         self.head = self.size = 0
 
@@ -144,24 +176,27 @@ class ReceiveBuffer:
     (memory stays bounded by ``limit`` plus little overhead), not one object per
     segment, and is read with one copy as before."""
 
-    __slots__ = ("chunks", "head", "limit", "size")
+    __slots__ = ("chunks", "head", "limit", "mem", "size")
 
     SMALL = 4096            # payloads this large (bytes) are queued as they are
     TAIL = 65536            # smaller ones join the last chunk while it is below this
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, mem: TcpMemory | None = None) -> None:
         self.chunks: deque[bytes | bytearray] = deque()   # a bytearray chunk is ours to grow
         self.head = 0           # bytes of chunks[0] already read
         self.size = 0
         self.limit = limit
+        self.mem = mem if mem is not None else TcpMemory()
 
     def __len__(self) -> int:
         return self.size
 
     def space(self) -> int:
-        return max(0, self.limit - self.size)
+        return max(0, min(self.limit - self.size, self.mem.room(self.size)))
 
     def append(self, data: Buffer) -> None:
+        """Queue in-order data the window test accepted (never refused here: the
+        window offered, ``TcpControlBlock.rcv_window``, already counted the pool)."""
         n = len(data)
         if not n:
             return
@@ -173,10 +208,17 @@ class ReceiveBuffer:
         else:
             chunks.append(bytearray(data))
         self.size += n
+        self.mem.used += n
 
     def read(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes``; a large chunk at the front is returned alone (a short
         read, which a stream reader takes as it takes any), never split to fill up."""
+        before = self.size
+        out = self._read(max_bytes)
+        self.mem.used -= before - self.size
+        return out
+
+    def _read(self, max_bytes: int) -> bytes:
         chunks = self.chunks
         if not chunks or max_bytes <= 0:
             return b""
@@ -216,16 +258,24 @@ class ReceiveBuffer:
         return b"".join(parts)
 
     def clear(self) -> None:
+        self.mem.used -= self.size
         self.chunks.clear()
         self.head = self.size = 0
+
+    def detach(self) -> None:
+        """Stop counting against the stack's pool (the connection is gone; what is left
+        may still be read): the bytes held move to a pool of their own."""
+        self.mem.used -= self.size
+        self.mem = TcpMemory()
+        self.mem.used = self.size
 
 
 class ReassemblyQueue:
     """Out-of-order data above RCV.NXT as sorted disjoint ranges [start, end)."""
 
-    __slots__ = ("chunks", "ends", "last_seq", "limit", "max_ranges", "size", "starts")
+    __slots__ = ("chunks", "ends", "last_seq", "limit", "max_ranges", "mem", "size", "starts")
 
-    def __init__(self, limit: int, max_ranges: int = 64) -> None:
+    def __init__(self, limit: int, max_ranges: int = 64, mem: TcpMemory | None = None) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.chunks: list[bytearray] = []
@@ -233,6 +283,7 @@ class ReassemblyQueue:
         self.limit = limit
         self.max_ranges = max_ranges
         self.last_seq = -1         # a byte of the most recently queued segment (RFC 2018 §4)
+        self.mem = mem if mem is not None else TcpMemory()   # no floor here: all of it is optional
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -246,12 +297,15 @@ class ReassemblyQueue:
         while j < len(starts) and starts[j] <= end:
             j += 1
         if i == j:
-            if self.size + len(data) > self.limit or len(starts) >= self.max_ranges:
+            mem = self.mem
+            if self.size + len(data) > self.limit or len(starts) >= self.max_ranges \
+                    or mem.used + len(data) > mem.limit:
                 return False
             starts.insert(i, seq)
             ends.insert(i, end)
             self.chunks.insert(i, bytearray(data))
             self.size += len(data)
+            mem.used += len(data)
         elif not self._merge(i, j, seq, data):
             return False
         self.last_seq = seq
@@ -263,7 +317,7 @@ class ReassemblyQueue:
         new_start, new_end = min(starts[i], seq), max(ends[j - 1], end)
         held = sum(ends[k] - starts[k] for k in range(i, j))
         added = (new_end - new_start) - held
-        if self.size + added > self.limit:
+        if self.size + added > self.limit or self.mem.used + added > self.mem.limit:
             return False
         if j == i + 1 and starts[i] <= seq:
             # Common case: extends (or repeats) one range to the right; grow in place.
@@ -284,6 +338,7 @@ class ReassemblyQueue:
             ends[i:j] = [new_end]
             chunks[i:j] = [merged]
         self.size += added
+        self.mem.used += added
         return True
 
     def pop_ready(self, rcv_nxt: int) -> bytearray | None:
@@ -293,6 +348,7 @@ class ReassemblyQueue:
         while starts and starts[0] <= rcv_nxt:
             start, end, chunk = starts.pop(0), ends.pop(0), chunks.pop(0)
             self.size -= end - start
+            self.mem.used -= end - start
             if end <= rcv_nxt:
                 continue
             tail = chunk if start == rcv_nxt else chunk[rcv_nxt - start :]
@@ -323,6 +379,7 @@ class ReassemblyQueue:
         return self.ends[-1] if self.ends else None
 
     def clear(self) -> None:
+        self.mem.used -= self.size
         self.starts.clear()
         self.ends.clear()
         self.chunks.clear()

@@ -297,8 +297,10 @@ class TcpConnection(TcpOutput):
                 self.ack_now = True                         # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
                 if self.state is TcpState.TIME_WAIT and seg.flags & FIN:
                     self.time_wait_at = now + 2 * self.config.msl   # RFC 9293: restart 2 MSL
-            # entirely before RCV.NXT: a duplicate (retransmission, keep-alive); else beyond the window
-            self.stats.drop(Drop.TCP_DUPLICATE if seq + length <= nxt else Drop.TCP_OUT_OF_WINDOW)
+            # entirely before RCV.NXT: a duplicate (retransmission, keep-alive); else beyond the
+            # window, or inside the advertised one while the stack's TCP memory is spent
+            self.stats.drop(Drop.TCP_DUPLICATE if seq + length <= nxt
+                            else Drop.TCP_MEM_PRESSURE if seq < self.rcv_adv else Drop.TCP_OUT_OF_WINDOW)
             return None
         flags, payload = seg.flags, seg.payload
         if seq < nxt:
@@ -309,6 +311,10 @@ class TcpConnection(TcpOutput):
             payload = payload[cut:]
             seq = nxt
         if seq + len(payload) > nxt + wnd:
+            if nxt + wnd < self.rcv_adv:
+                # cut inside what we advertised: the stack's TCP memory is spent (the
+                # segment goes on for its ACK; a segment refused whole is a drop above)
+                self.stats.count("tcp", "mem_pressure_trims")
             payload = payload[: max(0, nxt + wnd - seq)]
             flags &= ~FIN
             self.ack_now = True                             # tell the sender where the window ends
@@ -463,7 +469,8 @@ class TcpConnection(TcpOutput):
             self.rcv_mss = min(n, self.mss_local)
         if seq != self.rcv_nxt:
             if not self.ooo.insert(seq, payload):
-                self.stats.drop(Drop.TCP_OOO_LIMIT)
+                mem = self.ooo.mem
+                self.stats.drop(Drop.TCP_MEM_PRESSURE if mem.used + n > mem.limit else Drop.TCP_OOO_LIMIT)
             self.ack_now = True                             # RFC 5681 §4.2: out of order, ACK now
             return
         self.rcvbuf.append(payload)

@@ -35,6 +35,7 @@ from heapq import heappop, heappush
 from stack.core.events import Accepted
 from stack.core.ipservice import IpService, OutRoute, RouteError
 from stack.core.stats import Drop
+from stack.core.tcp.buffers import TcpMemory
 from stack.core.tcp.connection import TcpConnection
 from stack.core.tcp.rtt import ts_clock
 from stack.core.tcp.seq import (
@@ -154,6 +155,8 @@ class TcpLayer:
         # Between begin_batch() and end_batch(): ESTABLISHED connections whose segments
         # were taken in order are sent for once, at the end (one ACK per run, as GRO).
         self._deferred: dict[TcpConnection, None] | None = None
+        # What every connection's buffers hold together (limits.tcp_mem, set by the Stack)
+        self.mem = TcpMemory()
 
     # --- receive ----------------------------------------------------------
 
@@ -483,7 +486,8 @@ class TcpLayer:
         conn = TcpConnection(local=local, lport=lport, remote=remote, rport=rport, zone=zone, iss=iss,
                              mss_local=self._mss_for(route), config=self.config, stats=self.stats,
                              emit=self.ip.emit,
-                             ts_offset=self._ts_offset(key) if ts_offset is None else ts_offset)
+                             ts_offset=self._ts_offset(key) if ts_offset is None else ts_offset,
+                             mem=self.mem)
         conn.route = route
         conn.route_fresh = True
         conn.wake = self._wake
@@ -525,6 +529,13 @@ class TcpLayer:
         key = (conn.local, conn.lport, conn.remote, conn.rport, conn.zone)
         if self.connections.get(key) is conn:
             del self.connections[key]
+        # Nothing will be sent; unread data may still be read, off the stack's TCP memory
+        if conn.sndbuf.size:
+            conn.sndbuf.clear()
+        if conn.ooo.size:
+            conn.ooo.clear()
+        if conn.rcvbuf.size:
+            conn.rcvbuf.detach()
         self._dirty.pop(conn, None)
         if self._deferred:
             self._deferred.pop(conn, None)

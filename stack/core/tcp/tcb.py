@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from stack.core.clock import ms, s
 from stack.core.stats import Stats
-from stack.core.tcp.buffers import ReassemblyQueue, ReceiveBuffer, SendBuffer
+from stack.core.tcp.buffers import ReassemblyQueue, ReceiveBuffer, SendBuffer, TcpMemory
 from stack.core.tcp.congestion import Congestion
 from stack.core.tcp.rtt import TS_MASK, TS_TICK_NS, RttEstimator, ts_clock
 from stack.wire.tcp import ACK, SYN, TS_OPTION_LEN, TcpSegment
@@ -129,7 +129,7 @@ class TcpControlBlock:
 
     def __init__(self, *, local: bytes, lport: int, remote: bytes, rport: int, zone: int, iss: int,
                  mss_local: int, config: TcpConfig, stats: Stats, emit: Callable[[object], None],
-                 ts_offset: int = 0) -> None:
+                 ts_offset: int = 0, mem: TcpMemory | None = None) -> None:
         self.local, self.lport, self.remote, self.rport, self.zone = local, lport, remote, rport, zone
         self.config = config
         self.stats = stats
@@ -145,11 +145,12 @@ class TcpControlBlock:
         self.wake: Callable[[TcpControlBlock, int | None], None] | None = None
         self.passive = False
         self.embryonic = False                   # passive and not yet ESTABLISHED: no owner yet
-        self._init_send(iss, mss_local)
-        self._init_receive(mss_local, ts_offset)
+        mem = mem if mem is not None else TcpMemory()   # the layer's, for limits.tcp_mem
+        self._init_send(iss, mss_local, mem)
+        self._init_receive(mss_local, ts_offset, mem)
         self._init_timers_and_app()
 
-    def _init_send(self, iss: int, mss_local: int) -> None:
+    def _init_send(self, iss: int, mss_local: int, mem: TcpMemory) -> None:
         """RFC 9293 §3.3.1 send sequence variables, buffer, RTT and congestion state."""
         config = self.config
         self.iss = iss
@@ -162,7 +163,7 @@ class TcpControlBlock:
         self.snd_wscale = 0
         self.mss_local = mss_local               # what we advertise in our SYN
         self.snd_mss = min(mss_local, DEFAULT_MSS6 if len(self.remote) == 16 else DEFAULT_MSS4)
-        self.sndbuf = SendBuffer(iss + 1, config.snd_buf)
+        self.sndbuf = SendBuffer(iss + 1, config.snd_buf, mem)
         self.fin_queued = False                  # FIN follows the last queued byte
         self.cc = Congestion(self.snd_mss, iss + 1, sack=False, initial_segments=config.initial_cwnd)
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
@@ -175,7 +176,7 @@ class TcpControlBlock:
         self.tso_route: OutRoute | None = None   # the route tso_max was asked for
         self.gso_size = 0                        # the MSS those large segments stand for
 
-    def _init_receive(self, mss_local: int, ts_offset: int) -> None:
+    def _init_receive(self, mss_local: int, ts_offset: int, mem: TcpMemory) -> None:
         """Receive sequence variables, buffers and negotiated options."""
         config = self.config
         self.irs = 0
@@ -183,8 +184,8 @@ class TcpControlBlock:
         self.rcv_adv = 0                         # right edge of the window we advertised
         self.rcv_wscale = 0
         self.rcv_mss = min(mss_local, DEFAULT_MSS4)
-        self.rcvbuf = ReceiveBuffer(config.rcv_buf)
-        self.ooo = ReassemblyQueue(config.ooo_limit, config.ooo_max_ranges)
+        self.rcvbuf = ReceiveBuffer(config.rcv_buf, mem)
+        self.ooo = ReassemblyQueue(config.ooo_limit, config.ooo_max_ranges, mem)
         self.ooo_fin: int | None = None
         self.fin_received = False
         self.last_ack_sent = 0
@@ -228,13 +229,22 @@ class TcpControlBlock:
     # --- windows ----------------------------------------------------------
 
     def rcv_window(self) -> int:
-        """How much beyond RCV.NXT is acceptable: what we advertised, or more if it fits."""
-        return max(self.rcv_adv - self.rcv_nxt, self.rcvbuf.space(), 0)
+        """How much beyond RCV.NXT is acceptable: what we advertised, or more if it fits;
+        less only when the stack's TCP memory (``limits.tcp_mem``) is spent: then data
+        inside the advertised window is refused (and counted), as Linux does under
+        memory pressure; the sender retransmits it."""
+        rcvbuf = self.rcvbuf
+        wnd = max(self.rcv_adv - self.rcv_nxt, rcvbuf.limit - rcvbuf.size, 0)
+        room = rcvbuf.mem.room(rcvbuf.size)
+        return wnd if wnd <= room else room
 
     def _advertise(self, syn: bool) -> int:
         """The window field for the next segment; records the new right edge."""
         rcvbuf = self.rcvbuf
         free = max(0, rcvbuf.limit - rcvbuf.size)      # rcvbuf.space(), inlined (per segment)
+        mem = rcvbuf.mem
+        if free > mem.limit - mem.used:                # the stack's TCP memory has less room:
+            free = mem.room(rcvbuf.size)               # the right edge grows by that at most
         current = max(self.rcv_adv - self.rcv_nxt, 0)
         # RFC 9293 §3.8.6.2.2: move the right edge only by min(buffer/2, MSS) or more.
         new = free if free - current >= min(rcvbuf.limit // 2, self.mss_local) else current
