@@ -282,9 +282,10 @@ class MldListener:
                 state.general_at = None
                 groups = sorted(g for g in iface.groups6 if reportable(g))
                 self._send_v2(iface, [(ndp.MODE_IS_EXCLUDE, g, ()) for g in groups], now)
-            due = sorted(g for g, p in state.queried.items() if p.at <= now)
-            if due:
-                self._send_current(iface, state, due, now)
+            if state.queried:
+                due = sorted(g for g, p in state.queried.items() if p.at <= now)
+                if due:
+                    self._send_current(iface, state, due, now)
 
     def _send_changes(self, iface: Interface, state: IfListener, now: int) -> None:
         records: list[tuple[int, bytes, tuple[bytes, ...]]] = []

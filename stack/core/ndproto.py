@@ -307,15 +307,20 @@ class NdProto:
 
     def poll_at(self) -> int | None:
         best = self.rdisc.poll_at()         # asked after every batch of frames: no lists
-        for t in (self.mld.poll_at(), *[a.dad_at for _, a in self.dad]):
+        t = self.mld.poll_at()
+        if t is not None and (best is None or t < best):
+            best = t
+        for _, a in self.dad:
+            t = a.dad_at
             if t is not None and (best is None or t < best):
                 best = t
         return best
 
     def poll(self, now: int) -> None:
-        for iface, a in list(self.dad):
-            if a.dad_at is not None and a.dad_at <= now and a.in_dad:
-                self._dad_tick(iface, a, now)
-        self.dad = [(i, a) for i, a in self.dad if a.in_dad]
+        if self.dad:                        # polled several times per TCP connection: no lists
+            for iface, a in list(self.dad):
+                if a.dad_at is not None and a.dad_at <= now and a.in_dad:
+                    self._dad_tick(iface, a, now)
+            self.dad = [(i, a) for i, a in self.dad if a.in_dad]
         self.rdisc.poll(now)
         self.mld.poll(now)

@@ -459,20 +459,23 @@ class RouterDiscovery:
         if self.redirects:
             # Same lifetime for all, refreshed ones re-inserted: the first expires first.
             times.append(next(iter(self.redirects.values())))
+        best = min(times) if times else None
         live = AddrState.PREFERRED
         for iface in self.st.interfaces.values():
             for a in iface.addrs6:
-                # _address_deadline, inlined: this runs after every batch of frames
-                vu, pu = a.valid_until, a.preferred_until
-                if vu is not None:
-                    times.append(vu)
-                if pu is not None and a.state is live:
-                    times.append(pu)
-        return min(times) if times else None
+                # _address_deadline, inlined, and a running minimum instead of a list: this
+                # runs after every batch of frames
+                t = a.valid_until
+                if t is not None and (best is None or t < best):
+                    best = t
+                t = a.preferred_until
+                if t is not None and a.state is live and (best is None or t < best):
+                    best = t
+        return best
 
     def poll(self, now: int) -> None:
         st = self.st
-        for ifx, sol in list(self.solicit.items()):
+        for ifx, sol in list(self.solicit.items()) if self.solicit else ():
             iface = st.interfaces.get(ifx)
             if iface is None or not self.honours_ra(iface):
                 del self.solicit[ifx]
@@ -483,13 +486,13 @@ class RouterDiscovery:
                     sol.at = now + RTR_SOLICITATION_INTERVAL   # §6.3.7
                 else:
                     del self.solicit[ifx]
-        for router in list(self.routers.values()):
+        for router in list(self.routers.values()) if self.routers else ():
             if router.ifindex not in st.interfaces:
                 del self.routers[(router.ifindex, router.addr)]
             elif router.expires_at <= now:
                 self._remove_router(router, "router lifetime expired")
         self.rank_routers(now)
-        for entry in list(self.prefixes.values()):
+        for entry in list(self.prefixes.values()) if self.prefixes else ():
             if entry.ifindex not in st.interfaces:
                 del self.prefixes[(entry.ifindex, entry.prefix, entry.plen)]
             elif entry.expires_at is not None and entry.expires_at <= now:
@@ -500,6 +503,17 @@ class RouterDiscovery:
                 break
             del self.redirects[dest]
             st.routes.remove(dest, 128, proto=PROTO_REDIRECT)
+        # Any address due? _address_deadline, inlined and without copying the lists: this
+        # runs at every Stack.poll (several per TCP connection), rarely with one due.
+        live = AddrState.PREFERRED
+        due = False
+        for iface in st.interfaces.values():
+            for a in iface.addrs6:
+                vu, pu = a.valid_until, a.preferred_until
+                if (vu is not None and vu <= now) or (pu is not None and pu <= now and a.state is live):
+                    due = True
+        if not due:
+            return
         for iface in list(st.interfaces.values()):
             for a in list(iface.addrs6):
                 t = self._address_deadline(a)

@@ -581,12 +581,13 @@ class Stack:
         """The earliest deadline of any component (None: nothing scheduled)."""
         if self._loop_q:
             return 0
-        times = [self.nd.poll_at(), self.arp.poll_at(), self.ndp.poll_at(), self.ip6.poll_at(),
-                 self.ip4.poll_at(), self.udp.poll_at(), self.routes.next_expiry()]
-        if self.tcp is not None:
-            times.append(self.tcp.poll_at())
-        present = [t for t in times if t is not None]
-        return min(present) if present else None
+        best = self.tcp.poll_at() if self.tcp is not None else None
+        # a running minimum, no lists: asked after every batch of frames
+        for t in (self.nd.poll_at(), self.arp.poll_at(), self.ndp.poll_at(), self.ip6.poll_at(),
+                  self.ip4.poll_at(), self.udp.poll_at(), self.routes.next_expiry()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def drain_tx(self) -> list[tuple[int, bytes]]:
         out, self.tx = self.tx, []
