@@ -59,6 +59,7 @@ MAX_MULTICAST_SOLICIT = 3
 MAX_UNICAST_SOLICIT = 3
 DELAY_FIRST_PROBE_TIME = s(5)
 GC_STALE_TIME = s(60)           # Linux neigh gc_stale_time: unused STALE entries go
+_REACHABLE_DEFAULT = s(30)     # a link's REACHABLE_TIME until set_params gives one
 MIN_RANDOM_FACTOR = 0.5
 MAX_RANDOM_FACTOR = 1.5
 _USED_AT = attrgetter("used_at")
@@ -174,7 +175,7 @@ class NeighborCache:
         return self.retrans.get(ifindex, s(1))
 
     def _reachable(self, ifindex: int) -> int:
-        return self.reachable.get(ifindex, s(30))
+        return self.reachable.get(ifindex, _REACHABLE_DEFAULT)
 
     def _arm(self, e: NeighborEntry, at: int | None) -> None:
         e.timer_at = at
@@ -396,10 +397,15 @@ class NeighborCache:
     def confirm(self, ifindex: int, addr: bytes, now: int) -> None:
         """Upper-layer reachability confirmation (§7.3.1), e.g. TCP forward progress."""
         e = self.entries.get((ifindex, addr))
-        if e is None or e.state in (NudState.INCOMPLETE, NudState.PERMANENT):
+        if e is None:
             return
-        if e.state is NudState.REACHABLE:
-            e.reachable_until = now + self._reachable(ifindex)   # the timer re-arms lazily
+        state = e.state
+        if state is NudState.REACHABLE:
+            # the common case (TCP confirms on every ACK that advances SND.UNA) first, with
+            # _reachable inlined; the timer re-arms lazily
+            e.reachable_until = now + self.reachable.get(ifindex, _REACHABLE_DEFAULT)
+            return
+        if state is NudState.INCOMPLETE or state is NudState.PERMANENT:
             return
         self._enter(e, NudState.REACHABLE, now)
 
