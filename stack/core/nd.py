@@ -73,6 +73,10 @@ class NudState(enum.Enum):
     PROBE = "PROBE"
     PERMANENT = "PERMANENT"
 
+    # Singletons compared by identity: hashed by identity too (as TcpState). Enum's own
+    # __hash__ is Python code, run by the ``state in _SEND_STATES`` test of every packet sent.
+    __hash__ = object.__hash__
+
 
 _SEND_STATES = frozenset((NudState.REACHABLE, NudState.DELAY, NudState.PROBE, NudState.PERMANENT))
 
