@@ -112,6 +112,9 @@ class Limits:
     # beyond it a buffer keeps only a 4 KB floor of its own (TcpMemory); 64 connections
     # with both buffers full
     tcp_mem: int = 128 * 1024 * 1024
+    # TCP connections outside TIME-WAIT (about 10 KB each when idle): SYNs beyond are
+    # dropped and counted, connect() fails with ENOBUFS
+    tcp_max_connections: int = 32768
     loop_queue_max: int = 4096
     pmtu_max: int = 1024
 
@@ -172,10 +175,12 @@ class Stack:
 
     def _tcp_buffers(self) -> None:
         """``limits.tcp_rcvbuf``/``tcp_sndbuf`` into the TCP configuration (connections opened
-        later); ``limits.tcp_mem`` into the layer's pool (every connection, at once)."""
+        later); ``limits.tcp_mem`` into the layer's pool and ``tcp_max_connections`` into its
+        bound (both at once)."""
         if self.tcp is not None:
             lim = self.limits
             self.tcp.mem.limit = lim.tcp_mem
+            self.tcp.max_connections = lim.tcp_max_connections
             self.tcp.config = dataclasses.replace(self.tcp.config, rcv_buf=max(MIN_TCP_BUF, lim.tcp_rcvbuf),
                                                   snd_buf=max(MIN_TCP_BUF, lim.tcp_sndbuf))
 

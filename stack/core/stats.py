@@ -100,6 +100,7 @@ class Drop(StrEnum):
     TCP_OUT_OF_WINDOW = "tcp_out_of_window"      # beyond the receive window: ACKed (RFC 9293 §3.10.7.4)
     TCP_OOO_LIMIT = "tcp_ooo_limit"
     TCP_MEM_PRESSURE = "tcp_mem_pressure"        # data refused: limits.tcp_mem is spent
+    TCP_CONN_LIMIT = "tcp_conn_limit"            # a SYN (or cookie ACK) at limits.tcp_max_connections
     # TCP segments a connection or listener does not act on (README "TCP drop reasons")
     TCP_DUPLICATE = "tcp_duplicate"              # entirely below RCV.NXT (a retransmission): ACKed
     TCP_PAWS = "tcp_paws"                        # RFC 7323 §5.3: TSval older than TS.Recent: ACKed

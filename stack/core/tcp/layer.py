@@ -157,6 +157,8 @@ class TcpLayer:
         self._deferred: dict[TcpConnection, None] | None = None
         # What every connection's buffers hold together (limits.tcp_mem, set by the Stack)
         self.mem = TcpMemory()
+        # Connections outside TIME-WAIT (those have max_time_wait) at most: limits.tcp_max_connections
+        self.max_connections = 1 << 62
 
     # --- receive ----------------------------------------------------------
 
@@ -279,6 +281,9 @@ class TcpLayer:
         if listener.accept_queue_full():
             self.stats.drop(Drop.TCP_BACKLOG_FULL)
             return
+        if self._at_connection_limit():
+            self.stats.drop(Drop.TCP_CONN_LIMIT)        # as a full backlog: the peer retries
+            return
         if listener.syn_queue_full():
             self._send_cookie(key, seg, now)
             return
@@ -329,6 +334,9 @@ class TcpLayer:
         if listener.accept_queue_full():
             self.stats.drop(Drop.TCP_BACKLOG_FULL)
             return True
+        if self._at_connection_limit():
+            self.stats.drop(Drop.TCP_CONN_LIMIT)
+            return True
         found = self._route_for(key, now)
         if found is None:
             return True
@@ -373,7 +381,11 @@ class TcpLayer:
     def connect(self, dst: bytes, port: int, zone: int = 0, src: bytes | None = None, now: int = 0, *,
                 sport: int | None = None) -> TcpConnection:
         """Active open. Raises RouteError (errno ENETUNREACH/EHOSTUNREACH...) when there
-        is no route, OSError(EADDRINUSE/EADDRNOTAVAIL) when no port is free."""
+        is no route, OSError(EADDRINUSE/EADDRNOTAVAIL) when no port is free,
+        OSError(ENOBUFS) at ``limits.tcp_max_connections``."""
+        if self._at_connection_limit():
+            raise OSError(errno.ENOBUFS, f"TCP connection limit reached ({self.max_connections}, "
+                          "limits.tcp_max_connections)")
         route = self.ip.route_output(dst, zone, src, now)
         local = route.src
         if needs_zone(dst):
@@ -394,6 +406,9 @@ class TcpLayer:
         conn.open_active(now)
         self._flush(conn, now)
         return conn
+
+    def _at_connection_limit(self) -> bool:
+        return len(self.connections) - len(self._time_wait) >= self.max_connections
 
     def _free_port(self, free: Callable[[int], bool]) -> int:
         """RFC 6056 §3.3.1 Algorithm 1: a random start, then the next free port."""

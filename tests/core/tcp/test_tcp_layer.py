@@ -201,6 +201,37 @@ def test_full_accept_queue_drops_syns() -> None:
     assert lst.accept() is not None
 
 
+def test_connection_limit_drops_syns_and_refuses_connect_until_one_ends() -> None:
+    la, ip = layer()
+    la.max_connections = 2
+    lst = la.listen(None, 7, backlog=16)
+    handshake(la, ip, sport=1)
+    handshake(la, ip, sport=2)
+    inject(la, seg("S", seq=1), sport=3)
+    assert ip.take() == [] and ip.stats[Drop.TCP_CONN_LIMIT] == 1     # as a full backlog: no answer
+    with pytest.raises(OSError) as e:
+        la.connect(PEER, 80, now=0)
+    assert e.value.errno == errno.ENOBUFS and "tcp_max_connections" in str(e.value)
+    first = lst.accept()
+    assert first is not None
+    first.abort(0)
+    ip.take()
+    inject(la, seg("S", seq=1), sport=3)
+    [synack] = ip.take()
+    assert synack.flags == SYN | ACK
+
+
+def test_connection_limit_covers_syn_cookie_acks() -> None:
+    la, ip = layer()
+    lst = la.listen(None, 7, backlog=1)
+    inject(la, seg("S", seq=100, mss=1460), sport=1)                 # fills the SYN queue
+    inject(la, seg("S", seq=5000, mss=1460), sport=2)                # answered with a cookie
+    cookie = ip.take()[-1]
+    la.max_connections = 1
+    inject(la, seg("A", seq=5001, ack=cookie.seq + 1), sport=2)
+    assert ip.stats[Drop.TCP_CONN_LIMIT] == 1 and lst.accept() is None and len(la.connections) == 1
+
+
 def test_listener_close_resets_unaccepted_connections() -> None:
     la, ip = layer()
     lst = la.listen(None, 7)

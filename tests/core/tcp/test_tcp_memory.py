@@ -153,10 +153,10 @@ def test_buffers_charge_one_pool() -> None:
     assert mem.used == 0 and rcv.read(1000) == bytes(500)
 
 
-def test_limit_comes_from_limits_applies_on_reload_and_shows_in_stats() -> None:
-    st = Stack(limits=Limits(tcp_mem=123_456))
-    assert st.tcp is not None and st.tcp.mem.limit == 123_456
+def test_limits_reach_the_layer_apply_on_reload_and_show_in_stats() -> None:
+    st = Stack(limits=Limits(tcp_mem=123_456, tcp_max_connections=7))
+    assert st.tcp is not None and st.tcp.mem.limit == 123_456 and st.tcp.max_connections == 7
     st.set_limits(Limits(tcp_mem=65_536))
-    assert st.tcp.mem.limit == 65_536
+    assert st.tcp.mem.limit == 65_536 and st.tcp.max_connections == Limits().tcp_max_connections
     snap = q_stats(st, {}, 0)
     assert snap["tcp"]["mem_limit"] == 65_536 and snap["tcp"]["mem_used"] == 0
