@@ -104,7 +104,8 @@ class StackProcess:
         return self.names[key]
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:     # stop() closes it; the file is still there to read
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:

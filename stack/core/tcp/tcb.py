@@ -244,7 +244,7 @@ class TcpControlBlock:
         free = max(0, rcvbuf.limit - rcvbuf.size)      # rcvbuf.space(), inlined (per segment)
         mem = rcvbuf.mem
         if free > mem.limit - mem.used:                # the stack's TCP memory has less room:
-            free = mem.room(rcvbuf.size)               # the right edge grows by that at most
+            free = min(free, mem.room(rcvbuf.size))    # the right edge grows by that at most
         current = max(self.rcv_adv - self.rcv_nxt, 0)
         # RFC 9293 §3.8.6.2.2: move the right edge only by min(buffer/2, MSS) or more.
         new = free if free - current >= min(rcvbuf.limit // 2, self.mss_local) else current
