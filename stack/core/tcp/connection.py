@@ -198,8 +198,14 @@ class TcpConnection(TcpOutput):
         checked = self._check_sequence(seg, seq, now)
         if checked is None:
             return
-        if seg.ts is not None and self.ts_ok:
-            self._update_ts_recent(seg.ts[0], seq, now)
+        if self.ts_ok:
+            if seg.ts is not None:
+                self._update_ts_recent(seg.ts[0], seq, now)
+            elif not seg.flags & RST:
+                # RFC 7323 §3.2 says SHOULD drop a non-RST segment without TSopt once
+                # timestamps are on; like Linux we take it (a middlebox may strip the
+                # option), and count it: `tapstack stats` shows the peer's irregularity.
+                self.stats.count("tcp", "in_missing_ts")
         seq_in, payload, flags = checked
         if flags & RST:
             self._check_rst(seq, now)

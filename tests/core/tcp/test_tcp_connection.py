@@ -346,6 +346,26 @@ def test_paws_drops_old_timestamp_but_lets_a_reordered_pure_ack_through() -> Non
     assert c.stats["tcp_paws"] == 1
 
 
+
+def test_segment_without_timestamp_is_taken_and_counted_once_timestamps_are_on() -> None:
+    """RFC 7323 §3.2 (SHOULD drop) against Linux (takes it): taken, and counted."""
+    c = established(TcpConfig(sack=False, window_scaling=False), ts=(1000, 0))
+    base = c.stats.get("tcp", "in_missing_ts")        # (the harness's handshake ACK has none)
+    feed(c, seg("PA", seq=IRS + 1, ack=ISS + 1, payload=b"abc"), at=0)    # no TSopt
+    assert c.recv_queue == 3 and c.stats.get("tcp", "in_missing_ts") == base + 1
+    feed(c, seg("A", seq=IRS + 4, ack=ISS + 1), at=ms(1))                # a pure ACK without one
+    assert c.stats.get("tcp", "in_missing_ts") == base + 2 and c.state is TcpState.ESTABLISHED
+    feed(c, seg("A", seq=IRS + 4, ack=ISS + 1, ts=(1001, 0)), at=ms(2))  # with one: not counted
+    feed(c, seg("R", seq=IRS + 4, ack=0), at=ms(3))                      # a RST needs none
+    assert c.stats.get("tcp", "in_missing_ts") == base + 2 and c.state is TcpState.CLOSED
+
+
+def test_segment_without_timestamp_is_not_counted_when_timestamps_are_off() -> None:
+    c = established(TcpConfig(sack=False, window_scaling=False, timestamps=False))
+    feed(c, seg("PA", seq=IRS + 1, ack=ISS + 1, payload=b"abc"), at=0)
+    assert c.recv_queue == 3 and c.stats.get("tcp", "in_missing_ts") == 0
+
+
 # --- second: RST; fourth: SYN (RFC 5961) ---------------------------------------------
 
 def test_rst_out_of_window_is_ignored() -> None:
