@@ -346,7 +346,6 @@ def test_paws_drops_old_timestamp_but_lets_a_reordered_pure_ack_through() -> Non
     assert c.stats["tcp_paws"] == 1
 
 
-
 def test_segment_without_timestamp_is_taken_and_counted_once_timestamps_are_on() -> None:
     """RFC 7323 §3.2 (SHOULD drop) against Linux (takes it): taken, and counted."""
     c = established(TcpConfig(sack=False, window_scaling=False), ts=(1000, 0))
